@@ -1,0 +1,359 @@
+"""Command line: `clipterm [SESSION]` opens the app; subcommands run headless.
+
+Every expected failure ends as one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from clipterm import __version__
+from clipterm.errors import ClipTermError, SessionError
+
+SUBCOMMANDS = ("run", "info", "judge", "train-shapes")
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line (no usage dump) with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0 or v > 10_000_000:
+        raise argparse.ArgumentTypeError(f"expected 0..10000000, got {v}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= v < 2**63:
+        raise argparse.ArgumentTypeError(f"seed must be within 0..2^63-1, got {v}")
+    return v
+
+
+PARAM_FLAGS = {  # flag -> LaneParams field
+    "lr": "lr", "views": "views", "tv_weight": "tv_weight", "memory_weight": "memory_weight",
+    "temperature": "temperature", "weight_decay": "weight_decay", "degrees": "degrees",
+    "translate": "translate", "scale_min": "scale_min", "scale_max": "scale_max", "flip_p": "flip_p",
+}
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="shapes-a, shapes-b or an open_clip name (default: ViT-B-32/openai, "
+                   "falling back to shapes-a offline)")
+    p.add_argument("--pretrained", help="pretrained tag (openai, laion2b_...), checkpoint file, directory, or none")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--prompt", help="text, or terms joined by '|' each with optional :weight")
+    p.add_argument("--seed", type=_seed, default=None, help="random seed of a new session (default 0)")
+    p.add_argument("--lanes", choices=("ab", "a", "b"), default=None, help="which lanes run (new session)")
+    p.add_argument("--mode-a", dest="mode_a", help="preset of lane A (default unconstrained)")
+    p.add_argument("--mode-b", dest="mode_b", help="preset of lane B (default constrained)")
+    p.add_argument("--apply-to", dest="apply_to", choices=("ab", "a", "b"), default="ab",
+                   help="lanes the parameter flags below change (default both)")
+    for flag in PARAM_FLAGS:
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, metavar="X")
+    p.add_argument("--eval-every", dest="eval_every", type=_positive_int, default=None,
+                   help="steps between robust/verified measurements (default 50)")
+    p.add_argument("--frame-every", dest="frame_every", type=_positive_int, default=None,
+                   help="steps between saved trajectory frames (default 10)")
+    p.add_argument("--autosave-steps", dest="autosave_steps", type=_positive_int, default=50)
+    p.add_argument("--autosave-seconds", dest="autosave_seconds", type=float, default=60.0)
+    p.add_argument("--retarget", action="store_true",
+                   help="allow resuming a session with a different model than it was made with")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="clipterm", description="Watch a CLIP model paint its own picture of a prompt.")
+    p.add_argument("--version", action="version", version=f"clipterm {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="optimize headless into a session directory (new or resumed)")
+    r.add_argument("out", type=Path, metavar="SESSION")
+    r.add_argument("--steps", type=_positive_int, required=True, help="total steps to reach")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    add_run_args(r)
+
+    i = sub.add_parser("info", help="print a session's summary")
+    i.add_argument("session", type=Path)
+    i.add_argument("--json", action="store_true")
+
+    j = sub.add_parser("judge", help="rank the 24 base captions for images with an independent model")
+    j.add_argument("images", type=Path, nargs="+")
+    j.add_argument("--judge", default="shapes-b", help="judge model (default shapes-b)")
+    j.add_argument("--pretrained", default=None)
+    j.add_argument("--prompt", default=None, help="report this caption's rank too")
+    j.add_argument("--device", default="auto")
+    j.add_argument("--top", type=_positive_int, default=3, help="captions to list per image")
+
+    t = sub.add_parser("train-shapes", help="train a small CLIP on the shapes world")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--seed", type=_seed, default=1)
+    t.add_argument("--arch", choices=("vit", "resnet"), default="vit")
+    t.add_argument("--steps", type=_positive_int, default=1000)
+    t.add_argument("--batch", type=_positive_int, default=128)
+    t.add_argument("--lr", type=float, default=1e-3)
+    return p
+
+
+def build_app_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="clipterm", description="Open the clipterm app (or a subcommand: "
+                + ", ".join(SUBCOMMANDS) + ").")
+    p.add_argument("--version", action="version", version=f"clipterm {__version__}")
+    p.add_argument("session", nargs="?", type=Path, help="session directory to open or create")
+    add_run_args(p)
+    p.add_argument("--render", choices=("auto", "kitty", "sixel", "halfcell", "unicode"), default="auto",
+                   help="how frames are drawn in the terminal")
+    p.add_argument("--fps", type=float, default=4.0, help="frames per second sent to the screen")
+    return p
+
+
+# ---------------------------------------------------------------------------- run
+def _err(msg: str) -> None:
+    sys.stderr.write(f"clipterm: {msg}\n")
+
+
+def lane_params_from_args(args: argparse.Namespace, base: dict | None = None) -> dict:
+    """Lane presets for a new session from --lanes/--mode-*, then the parameter flags applied."""
+    from clipterm.presets import preset, with_value
+
+    names = args.lanes or "ab"
+    lanes = {}
+    for lane in names:
+        mode = getattr(args, f"mode_{lane}") or ("unconstrained" if lane == "a" else "constrained")
+        lanes[lane] = preset(mode)
+    for flag, field in PARAM_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        for lane in args.apply_to:
+            if lane in lanes:
+                lanes[lane] = with_value(lanes[lane], field, value)
+    return lanes
+
+
+def open_run(args: argparse.Namespace, path: Path, log=_err):
+    """Create or resume the session at `path` as the flags ask; returns a Run holding its lock."""
+    from clipterm import session as sess
+    from clipterm.models import load_default, load_model
+    from clipterm.runner import Autosave, Run, load_session_model, same_model
+
+    if args.autosave_seconds < 0 or args.autosave_seconds != args.autosave_seconds:
+        raise ClipTermError("--autosave-seconds must be >= 0")
+    autosave = Autosave(args.autosave_steps, args.autosave_seconds)
+    if path.exists() and sess.is_session(path):
+        s = sess.load(path)
+        if args.model and not same_model(s.model, args.model, args.pretrained):
+            if not args.retarget:
+                raise SessionError(f"{path}: made with {s.model['name']}/{s.model['pretrained']}, not "
+                                   f"{args.model}; pass --retarget to continue it on the new model")
+            bundle = load_model(args.model, args.pretrained, args.device)
+            run = Run.retarget(path, bundle, s, autosave)
+            log(f"retargeted {path} from {s.model['name']} to {bundle.name}")
+        else:
+            bundle = load_session_model(s.model, args.device)
+            run = Run.resume(path, bundle, autosave, session=s)
+        log(f"resumed {path} at step {run.steps} on {bundle.name} ({bundle.device})")
+        apply_resume_flags(run, args)
+        return run
+    if args.prompt is None:
+        raise ClipTermError("--prompt is required for a new session")
+    lanes = lane_params_from_args(args)
+    if args.model:
+        bundle = load_model(args.model, args.pretrained, args.device)
+    else:
+        bundle, note = load_default(args.device)
+        if note:
+            log(note)
+    run = Run.create(path, bundle, args.prompt, lanes, seed=args.seed or 0,
+                     eval_every=50 if args.eval_every is None else args.eval_every,
+                     frame_every=args.frame_every or 10, autosave=autosave)
+    for w in run.engine.warnings:
+        log(f"warning: {w}")
+    log(f"new session {path} on {bundle.name} ({bundle.device}), lanes {','.join(lanes)}")
+    return run
+
+
+def apply_resume_flags(run, args: argparse.Namespace) -> None:
+    """Flags given at resume change the live run and are recorded in the session's history."""
+    e = run.engine
+    if args.prompt is not None and args.prompt != e.prompt:
+        e.set_prompt(args.prompt)
+    for lane in e.lanes:
+        mode = getattr(args, f"mode_{lane}")
+        if mode and mode != e.lanes[lane].params.preset:
+            e.set_preset(lane, mode)
+    for flag, field in PARAM_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        for lane in args.apply_to:
+            if lane in e.lanes:
+                e.set_param(lane, field, value)
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; plain lines every ~10 % otherwise."""
+
+    def __init__(self, total: int, start: int, quiet: bool) -> None:
+        self.total, self.start, self.quiet = total, start, quiet
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.monotonic()
+        self.last_line = 0.0
+        self.next_mark = start
+
+    def update(self, step: int, sims: dict[str, float]) -> None:
+        if self.quiet:
+            return
+        rate = (step - self.start) / max(1e-9, time.monotonic() - self.t0)
+        sim = "  ".join(f"{k.upper()} {v:.3f}" for k, v in sims.items())
+        frac = step / max(1, self.total)
+        if self.tty:
+            now = time.monotonic()
+            if now - self.last_line < 0.1 and step < self.total:
+                return
+            self.last_line = now
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(f"\r[{bar:<30}] {step}/{self.total}  {rate:6.1f} steps/s  {sim}   ")
+            if step >= self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+        elif step >= self.next_mark or step >= self.total:
+            sys.stderr.write(f"step {step}/{self.total}  {rate:.1f} steps/s  {sim}\n")
+            self.next_mark = step + max(1, self.total // 10)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    stop = {"sig": 0}
+
+    def on_signal(signum, _frame) -> None:
+        stop["sig"] = signum
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    run = open_run(args, args.out)
+    try:
+        if run.steps >= args.steps:
+            _err(f"{args.out} is already at step {run.steps} (>= --steps {args.steps}); nothing to do")
+            run.save()
+            return 0
+        progress = _Progress(args.steps, run.steps, args.quiet)
+        while run.steps < args.steps and not stop["sig"]:
+            run.step()
+            if run.steps % 10 == 0 or run.steps == args.steps:
+                run.engine.flush()
+                progress.update(run.steps, {n: float(ln.history[-1, 0]) for n, ln in run.engine.lanes.items()})
+        run.save()
+        if stop["sig"]:
+            _err(f"stopped by signal {stop['sig']} at step {run.steps}; saved {args.out}")
+            return 128 + stop["sig"]
+        summ = run.summary()
+        for lane, row in summ.items():
+            _err(f"lane {lane} ({run.engine.lanes[lane].params.preset}): similarity "
+                 f"{row.get('last_similarity', float('nan')):.4f}, best {row.get('best_similarity', float('nan')):.4f}")
+        return 0
+    finally:
+        run.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# ---------------------------------------------------------------------------- info, judge, train
+def cmd_info(args: argparse.Namespace) -> int:
+    from clipterm import session as sess
+
+    s = sess.load(args.session)
+    data = {
+        "path": str(s.path), "prompt": s.prompt, "model": s.model, "seed": s.seed, "steps": s.steps,
+        "created": s.created, "updated": s.updated,
+        "lanes": {n: {"preset": p.preset, **s.summary.get(n, {})} for n, p in s.lanes.items()},
+        "changes": len(s.changes), "frames": {n: int(len(f[0])) for n, f in s.frames.items()},
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"session  {s.path}")
+    print(f"prompt   {s.prompt}")
+    print(f"model    {s.model['name']} ({s.model['pretrained']})")
+    print(f"steps    {s.steps}   seed {s.seed}   changes {len(s.changes)}")
+    for n, row in data["lanes"].items():
+        nums = "  ".join(f"{k.replace('_similarity', '')} {v:.4f}" for k, v in row.items() if k != "preset")
+        print(f"lane {n}   {row['preset']:<14} {nums}")
+    return 0
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from clipterm.judge import Judge, read_image
+    from clipterm.models import load_model
+
+    images = [(p, read_image(p)) for p in args.images]
+    judge = Judge(load_model(args.judge, args.pretrained, args.device))
+    for path, img in images:
+        v = judge.rank_image(img, args.prompt)
+        line = f"{path}: {v.top!r} {v.top_score:.4f}"
+        if args.prompt is not None:
+            line += f"  | prompt rank {v.prompt_rank}/{len(v.captions)} ({v.prompt_score:.4f})"
+        print(line)
+        for cap, score in list(zip(v.captions, v.scores))[1:args.top]:
+            print(f"    {score:.4f}  {cap}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from clipterm import shapes
+
+    if args.lr <= 0 or args.lr != args.lr:
+        raise ClipTermError("--lr must be positive")
+    if args.steps < 1 or args.batch < 2:
+        raise ClipTermError("--steps must be >= 1 and --batch >= 2")
+    rep = shapes.train(args.arch, args.seed, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
+                       log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(rep))
+    return 0
+
+
+def cmd_app(argv: list[str]) -> int:
+    args = build_app_parser().parse_args(argv)
+    from clipterm.app import run_app
+
+    return run_app(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version"):
+            return cmd_app(argv)
+        args = build_parser().parse_args(argv)
+        handler = {"run": cmd_run, "info": cmd_info, "judge": cmd_judge, "train-shapes": cmd_train}
+        return handler[args.command](args)
+    except ClipTermError as e:
+        _err(f"error: {e}")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""Prompt syntax: `text[:weight] | text[:weight] ...`; a negative weight pushes the image away."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from clipterm.errors import ClipTermError
+
+_WEIGHT = re.compile(r"^(?P<text>.*?):\s*(?P<w>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$", re.S)
+MAX_TERMS = 16
+
+
+class PromptError(ClipTermError):
+    """The prompt text cannot be used as an optimization target."""
+
+
+@dataclass(frozen=True)
+class PromptTerm:
+    text: str
+    weight: float
+
+
+def parse_prompt(prompt: str) -> list[PromptTerm]:
+    """Split on '|', read an optional trailing ':weight' per term; validate."""
+    if prompt is None or not prompt.strip():
+        raise PromptError("the prompt is empty: give some text, e.g. --prompt 'a red circle'")
+    parts = prompt.split("|")
+    if len(parts) > MAX_TERMS:
+        raise PromptError(f"too many prompt terms ({len(parts)}); at most {MAX_TERMS}")
+    terms = []
+    for raw in parts:
+        part = raw.strip()
+        m = _WEIGHT.match(part)
+        text, weight = (m.group("text").strip(), float(m.group("w"))) if m else (part, 1.0)
+        if not text:
+            raise PromptError(f"empty prompt term in {prompt!r}: remove the stray '|' or ':'")
+        if weight == 0:
+            raise PromptError(f"prompt term {text!r} has weight 0, which does nothing")
+        if abs(weight) > 100:
+            raise PromptError(f"prompt term {text!r} has weight {weight}; keep weights within [-100, 100]")
+        terms.append(PromptTerm(text, weight))
+    if not any(t.weight > 0 for t in terms):
+        raise PromptError("the prompt needs at least one term with a positive weight")
+    return terms

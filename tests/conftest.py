@@ -1,0 +1,22 @@
+"""Shared fixtures: the bundled, trained shapes models (what every test uses)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clipterm.models import load_model
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def shapes_a():
+    """The default offline model (a small ViT trained on the shapes world)."""
+    return load_model("shapes-a", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def shapes_b():
+    """The judge (a small ResNet trained from another seed)."""
+    return load_model("shapes-b", device="cpu")
