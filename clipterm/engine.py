@@ -48,6 +48,7 @@ class Lane:
     history: np.ndarray = field(default_factory=lambda: np.zeros((0, len(HISTORY_COLUMNS)), np.float32))
     evals: np.ndarray = field(default_factory=lambda: np.zeros((0, len(EVAL_COLUMNS)), np.float32))
     pending: list[torch.Tensor] = field(default_factory=list)
+    last_raw: torch.Tensor | None = None  # clean-canvas similarity, carried between raw_every measurements
 
     @property
     def steps(self) -> int:
@@ -76,15 +77,27 @@ class Engine:
     """Holds the model, the encoded prompt and the lanes; `step()` advances every lane once."""
 
     def __init__(self, bundle: ModelBundle, prompt: str, lanes: dict[str, LaneParams], seed: int = 0,
-                 eval_every: int = 50) -> None:
+                 eval_every: int = 50, precision: str = "auto", compile: bool = False, raw_every: int = 1) -> None:
         if not lanes or any(n not in LANES for n in lanes):
             raise EngineError(f"lanes must be a non-empty subset of {LANES}, got {list(lanes)}")
         self.bundle = bundle
         self.device = bundle.device
         self.seed = int(seed)
         self.eval_every = int(eval_every)
+        if precision not in ("auto", "fp32", "bf16"):
+            raise EngineError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        self.precision = precision
+        self.raw_every = max(1, int(raw_every))
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self._encode = torch.compile(bundle.model.encode_image, dynamic=False) if compile else \
+            bundle.model.encode_image
         self.warnings: list[str] = []
         self.changes: list[dict] = []
+        self.probe = None  # optional probes.Probe: armed around the forward/backward of steps it is due
         self.prompt = ""
         self.terms: list[PromptTerm] = []
         self.set_prompt(prompt, record=False)
@@ -168,15 +181,15 @@ class Engine:
         """Weighted prompt similarity per row: sum_i w_i cos_i / sum of positive weights."""
         return (feats @ self._text.T) @ self._weights
 
-    def _lane_inputs(self, ln: Lane) -> tuple[torch.Tensor, int]:
-        """The lane's model inputs and how many of them are augmented views (a clean copy follows)."""
+    def _lane_inputs(self, ln: Lane, measure_raw: bool) -> tuple[torch.Tensor, int]:
+        """The lane's model inputs and how many are views; a clean copy follows when raw is measured."""
         p = ln.params
         x = ln.model_pixels()
         if p.augment:
             theta = augment.sample_affine(ln.gen, p.views, p.degrees, p.translate, p.scale_min, p.scale_max,
                                           p.flip_p)
             views = augment.apply_affine(x, theta)
-            batch = torch.cat([views, x.detach()], dim=0)
+            batch = torch.cat([views, x.detach()], dim=0) if measure_raw else views
             n_views = p.views
         else:
             batch, n_views = x, 1
@@ -187,18 +200,50 @@ class Engine:
     def step(self, n: int = 1) -> None:
         """Advance every lane by `n` steps, one batched forward/backward each."""
         for _ in range(n):
-            self._step_once()
+            self._step_with_oom_retry()
             if self.eval_every > 0 and self.step_count % self.eval_every == 0:
                 self.evaluate()
 
+    def _step_with_oom_retry(self) -> None:
+        """On out-of-memory, halve the views of the widest lane and retry the same step (logged)."""
+        while True:
+            states = {ln.name: ln.gen.get_state() for ln in self.lanes.values()}
+            try:
+                self._step_once()
+                return
+            except torch.OutOfMemoryError:
+                for ln in self.lanes.values():
+                    ln.optimizer.zero_grad(set_to_none=True)
+                    ln.gen.set_state(states[ln.name])
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                wide = max(self.lanes.values(), key=lambda ln: ln.params.views if ln.params.augment else 0)
+                if not wide.params.augment or wide.params.views <= 1:
+                    raise EngineError("out of memory even at 1 view per lane; use a smaller model or "
+                                      "--device cpu") from None
+                views = wide.params.views // 2
+                self.set_param(wide.name, "views", views)
+                self.warnings.append(f"out of memory at step {self.step_count + 1}: lane {wide.name} views "
+                                     f"halved to {views}")
+
     def _step_once(self) -> None:
         lanes = list(self.lanes.values())
+        due = (self.step_count + 1) % self.raw_every == 0
         inputs, sizes = [], []
         for ln in lanes:
-            batch, n_views = self._lane_inputs(ln)
+            batch, n_views = self._lane_inputs(ln, due or ln.last_raw is None)
             inputs.append(batch)
             sizes.append((batch.shape[0], n_views))
-        feats = torch.nn.functional.normalize(self.bundle.model.encode_image(torch.cat(inputs)).float(), dim=-1)
+        probe = self.probe if self.probe is not None and self.probe.due(self.step_count + 1) else None
+        if probe is not None:  # eager forward on probe steps: hooks do not mix with a compiled graph
+            probe.begin([ln.name for ln in lanes], [size for size, _ in sizes])
+        encode = self._encode if probe is None else self.bundle.model.encode_image
+        x = torch.cat(inputs)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            feats = encode(x)
+        feats = torch.nn.functional.normalize(feats.float(), dim=-1)
         sims = self._similarity(feats)
         total = sims.new_zeros(())
         rows = []
@@ -208,15 +253,18 @@ class Engine:
             s = sims[start:start + size]
             start += size
             sim_loss = losses.similarity_loss(s[:n_views], p.loss, p.temperature)
-            raw = s[-1].detach()
+            if size > n_views or not p.augment:  # the last row is the clean canvas
+                ln.last_raw = s[-1].detach()
             tv = (losses.tv_l2 if p.tv_kind == "l2" else losses.tv_l1)(ln.param) if p.tv_weight else sims.new_zeros(())
             mem = torch.mean((ln.param - ln.best) ** 2) if p.memory_weight else sims.new_zeros(())
             lane_loss = sim_loss + p.tv_weight * tv + p.memory_weight * mem
             total = total + lane_loss
-            rows.append((raw, lane_loss.detach(), sim_loss.detach(), tv.detach(), mem.detach()))
+            rows.append((ln.last_raw, lane_loss.detach(), sim_loss.detach(), tv.detach(), mem.detach()))
         for ln in lanes:
             ln.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if probe is not None:
+            probe.end({ln.name: ln.param for ln in lanes}, self.step_count + 1)
         with torch.no_grad():
             for ln, (raw, lane_loss, sim_loss, tv, mem) in zip(lanes, rows):
                 better = sim_loss < ln.best_loss

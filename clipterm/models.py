@@ -159,6 +159,8 @@ def _finish(model: torch.nn.Module, tokenizer: object, *, name: str, pretrained:
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    if device.type == "cuda" and type(model.visual).__name__ == "ModifiedResNet":
+        model.visual.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
     ctx = int(getattr(tokenizer, "context_length", 77))

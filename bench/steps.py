@@ -1,0 +1,183 @@
+"""Steps per second: the clipterm engine against a reference loop written like seed 004's script.
+
+    python bench/steps.py --model ViT-B-32 --pretrained none --device cpu --views 1 8 --lanes ab
+
+The reference does, per step and lane, one forward/backward per augmented view in fp32 and calls
+`.item()` after each (as the seed does); the engine does the same views of both lanes in ONE batched
+pass with metrics kept on the device. Both run the same number of views, interleaved in one
+process, after warm-up; median and spread over repetitions are printed, plus the ratio.
+`--pretrained none` builds the architecture with untrained weights (speed does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from clipterm import augment, losses
+from clipterm.engine import Engine
+from clipterm.models import load_model
+from clipterm.presets import preset, with_value
+
+PROMPT = "a red circle on a black background"
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:  # Linux: reset VmHWM to the current RSS
+                f.write("5")
+        except OSError:
+            pass
+
+
+def peak_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Reference:
+    """Seed 004's loop shape: per lane, per view, forward + backward + .item(); fp32; Adam 0.05."""
+
+    def __init__(self, bundle, lanes: dict[str, object], seed: int) -> None:
+        self.bundle = bundle
+        with torch.no_grad():
+            self.text = F.normalize(bundle.model.encode_text(bundle.tokenize([PROMPT])).float(), dim=-1)
+        size = bundle.image_size
+        noise = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(seed)).to(bundle.device)
+        self.lanes = []
+        for name, p in lanes.items():
+            img = (0.5 + 0.1 * noise).clone().requires_grad_(True)
+            gen = torch.Generator().manual_seed(seed + ord(name))
+            self.lanes.append((p, img, torch.optim.Adam([img], lr=p.lr), gen))
+
+    def step(self) -> None:
+        b = self.bundle
+        for p, img, opt, gen in self.lanes:
+            opt.zero_grad()
+            n = p.views if p.augment else 1
+            for _ in range(n):
+                x = img
+                if p.augment:
+                    theta = augment.sample_affine(gen, 1, p.degrees, p.translate, p.scale_min, p.scale_max, p.flip_p)
+                    x = augment.apply_affine(img, theta)
+                feat = F.normalize(b.model.encode_image((x - b.mean_t) / b.std_t).float(), dim=-1)
+                sim = (feat @ self.text.T).squeeze()
+                loss = (1 - sim) / n
+                if p.tv_weight:
+                    loss = loss + p.tv_weight * losses.tv_l2(img) / n
+                loss.backward()
+                sim.item()
+            opt.step()
+            with torch.no_grad():
+                img.clamp_(0, 1)
+
+
+def time_steps(fn, steps: int, device: torch.device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def count_flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return float(fc.get_total_flops())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="ViT-B-32")
+    ap.add_argument("--pretrained", default="none")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--views", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--lanes", default="ab", choices=("ab", "a", "b"))
+    ap.add_argument("--steps", type=int, default=4, help="steps per timed repetition")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--peak-tflops", type=float, default=989.0,
+                    help="device peak for the utilisation estimate (H100 SXM dense bf16: 989)")
+    ap.add_argument("--compile", action="store_true", help="also time the engine with torch.compile")
+    args = ap.parse_args()
+
+    bundle = load_model(args.model, args.pretrained, args.device)
+    dev = bundle.device
+    print(f"model {args.model} ({args.pretrained}), device {dev}"
+          f"{' ' + torch.cuda.get_device_name(dev) if dev.type == 'cuda' else ''}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, lanes {args.lanes}, {args.steps} steps x {args.reps} reps")
+    print("| views | engine variant | reference steps/s | engine steps/s | engine views/s "
+          "| speed-up (ref time / engine time) | ref peak MiB | engine peak MiB | engine MFU |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    variants = {"default (raw sim every step)": 1, "raw sim every 10 steps (same work as ref)": 10}
+    for views in args.views:
+        lanes = {}
+        if "a" in args.lanes:
+            lanes["a"] = preset("unconstrained")
+        if "b" in args.lanes:
+            lanes["b"] = with_value(preset("constrained"), "views", views)
+        views_per_step = sum(p.views if p.augment else 1 for p in lanes.values())
+        ref = Reference(bundle, lanes, seed=0)
+        engines = {}
+        for label, raw_every in variants.items():
+            engines[label] = Engine(bundle, PROMPT, lanes, seed=0, eval_every=0, raw_every=raw_every)
+            if args.compile:
+                engines[label + ", compiled"] = Engine(bundle, PROMPT, lanes, seed=0, eval_every=0,
+                                                       raw_every=raw_every, compile=True)
+        for _ in range(args.warmup):
+            ref.step()
+            for eng in engines.values():
+                eng.step()
+                eng.flush()
+        times: dict[str, list[float]] = {"ref": [], **{k: [] for k in engines}}
+        peaks: dict[str, float] = {}
+        for _ in range(args.reps):  # interleaved so drift in machine load hits all alike
+            reset_peak(dev)
+            times["ref"].append(time_steps(ref.step, args.steps, dev))
+            peaks["ref"] = max(peaks.get("ref", 0.0), peak_mib(dev))
+            for label, eng in engines.items():
+                reset_peak(dev)
+                times[label].append(time_steps(eng.step, args.steps, dev))
+                eng.flush()
+                peaks[label] = max(peaks.get(label, 0.0), peak_mib(dev))
+        r = statistics.median(times["ref"])
+        for label, eng in engines.items():
+            e = statistics.median(times[label])
+            mfu = "n/a (cpu)"
+            if dev.type == "cuda":
+                flops = count_flops(eng.step)
+                mfu = f"{flops / (e / args.steps) / (args.peak_tflops * 1e12):.1%}"
+            print(f"| {views} | {label} | {args.steps / r:.2f} (±{spread(times['ref']):.0f}%) | {args.steps / e:.2f} "
+                  f"(±{spread(times[label]):.0f}%) | {views_per_step * args.steps / e:.1f} | {r / e:.2f}x "
+                  f"| {peaks['ref']:.0f} | {peaks[label]:.0f} | {mfu} |", flush=True)
+
+
+def spread(ts: list[float]) -> float:
+    """(max - min) / median, in percent."""
+    return (max(ts) - min(ts)) / statistics.median(ts) * 100
+
+
+if __name__ == "__main__":
+    main()

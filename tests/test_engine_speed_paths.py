@@ -1,0 +1,75 @@
+"""Engine paths that exist for speed and memory: OOM halving, sparse raw measurement, bf16 autocast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clipterm.engine import Engine, EngineError
+from clipterm.presets import preset, with_value
+
+PROMPT = "a yellow square on a black background"
+
+
+def _limit_batch(engine: Engine, limit: int, seen: list[int]) -> None:
+    real = engine._encode
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        if x.shape[0] > limit:
+            raise torch.OutOfMemoryError("simulated: batch too large")
+        return real(x)
+
+    engine._encode = encode
+
+
+def test_out_of_memory_halves_views_and_retries_the_same_step(shapes_a):
+    lanes = {"a": preset("unconstrained"), "b": with_value(preset("constrained"), "views", 8)}
+    e = Engine(shapes_a, PROMPT, lanes, seed=9, eval_every=0)
+    seen: list[int] = []
+    _limit_batch(e, 5, seen)
+    e.step(6)
+    e.flush()
+    assert seen[:3] == [10, 6, 4] and set(seen[3:]) == {4}
+    assert e.lanes["b"].params.views == 2 and e.step_count == 6
+    assert sum("halved" in w for w in e.warnings) == 2
+    assert [c["new"] for c in e.changes if c["key"] == "views"] == [4, 2]
+    # The failed attempts did not consume randomness: identical to starting at 2 views.
+    ref = Engine(shapes_a, PROMPT, {"a": lanes["a"], "b": with_value(lanes["b"], "views", 2)}, seed=9, eval_every=0)
+    ref.step(6)
+    np.testing.assert_allclose(e.shown("b"), ref.shown("b"), atol=1e-6)
+
+
+def test_out_of_memory_at_one_view_is_a_clear_error(shapes_a):
+    e = Engine(shapes_a, PROMPT, {"a": preset("unconstrained")}, seed=0, eval_every=0)
+    _limit_batch(e, 0, [])
+    with pytest.raises(EngineError, match="out of memory even at 1 view"):
+        e.step()
+
+
+def test_raw_every_measures_the_clean_canvas_sparsely(shapes_a):
+    e = Engine(shapes_a, PROMPT, {"b": preset("constrained")}, seed=0, eval_every=0, raw_every=5)
+    seen: list[int] = []
+    _limit_batch(e, 100, seen)
+    e.step(10)
+    e.flush()
+    assert seen == [2, 1, 1, 1, 2, 1, 1, 1, 1, 2]
+    raw = e.lanes["b"].history[:, 0]
+    assert raw[1] == raw[0] and raw[3] == raw[0] and raw[4] != raw[0]
+
+
+def test_bf16_autocast_path_runs_and_tracks_fp32(shapes_a):
+    results = {}
+    for precision in ("fp32", "bf16"):
+        e = Engine(shapes_a, PROMPT, {"a": preset("unconstrained")}, seed=1, eval_every=0, precision=precision)
+        e.step(30)
+        e.flush()
+        results[precision] = e.lanes["a"].history[:, 0]
+    assert results["bf16"][-1] > results["bf16"][0] + 0.2
+    assert abs(results["bf16"][-1] - results["fp32"][-1]) < 0.1
+
+
+def test_bad_precision_is_refused(shapes_a):
+    with pytest.raises(EngineError, match="precision"):
+        Engine(shapes_a, PROMPT, {"a": preset("unconstrained")}, precision="fp8")

@@ -1,0 +1,132 @@
+"""The bundled shapes models: world rendering, accuracy, packaging, the judge, and seed 004's finding."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipterm import shapes
+from clipterm.engine import Engine
+from clipterm.judge import Judge
+from clipterm.models import BUNDLED, bundled_dir
+from clipterm.presets import preset, with_value
+
+
+def test_base_world_is_rendered_as_specified():
+    caps = shapes.base_captions()
+    assert len(caps) == 24 and len(set(caps)) == 24 and caps[0] == "a red circle on a black background"
+    img = shapes.render("blue", "square", "white", 12, 30, 33)
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    assert tuple(img[33, 30]) == (30, 60, 220) and tuple(img[0, 0]) == (240, 240, 240)
+    tri = shapes.render("yellow", "triangle", "black", 20, 32, 32)
+    assert tuple(tri[48, 32]) == (230, 220, 30) and tuple(tri[14, 14]) == (15, 15, 15)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        im, (c, s, b) = shapes.sample_base(rng)
+        assert tuple(im[0, 0]) in shapes.BACKGROUNDS.values() or s == "square"
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_model_reaches_98_percent(name, request):
+    bundle = request.getfixturevalue("shapes_a" if name == "shapes-a" else "shapes_b")
+    acc = shapes.zero_shot_accuracy(bundle.model, bundle.tokenizer, n=1000, seed=424242)
+    assert acc >= 0.98, f"{name}: {acc:.1%}"
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_model_files(name):
+    d = bundled_dir(name)
+    weights = d / "open_clip_model.safetensors"
+    assert weights.stat().st_size < 16 * 1024 * 1024
+    assert not list(d.glob("*.pt")) and not list(d.glob("*.bin"))
+
+
+def test_models_differ_in_architecture(shapes_a, shapes_b):
+    assert type(shapes_a.model.visual).__name__ == "VisionTransformer"
+    assert type(shapes_b.model.visual).__name__ == "ModifiedResNet"
+
+
+def _save_png(path: Path, img: np.ndarray) -> Path:
+    Image.fromarray(img).save(path)
+    return path
+
+
+def test_judge_cli_ranks_real_shapes(tmp_path):
+    red = _save_png(tmp_path / "red.png", shapes.render("red", "circle", "black", 15, 30, 30))
+    blue = _save_png(tmp_path / "blue.png", shapes.render("blue", "square", "white", 18, 40, 25))
+    prompt = "a blue square on a white background"
+    proc = subprocess.run([sys.executable, "-m", "clipterm", "judge", str(red), str(blue), "--prompt", prompt,
+                           "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if not ln.startswith(" ")]
+    assert "'a red circle on a black background'" in lines[0] and "prompt rank" in lines[0]
+    assert "prompt rank 1/24" not in lines[0]
+    assert "'a blue square on a white background'" in lines[1] and "prompt rank 1/24" in lines[1]
+
+
+def test_judge_ranks_a_free_prompt_among_the_captions(shapes_b):
+    v = Judge(shapes_b).rank_image(shapes.render("green", "circle", "white", 20, 32, 32), "a golden retriever")
+    assert len(v.captions) == 25 and v.top == "a green circle on a white background"
+    assert 1 <= v.prompt_rank <= 25 and v.prompt_rank > 1
+
+
+def test_offline_default_falls_back_to_shapes_a(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), XDG_CACHE_HOME=str(tmp_path / "xdg"),
+               HOME=str(tmp_path))
+    out = tmp_path / "s"
+    proc = subprocess.run([sys.executable, "-m", "clipterm", "run", str(out), "--prompt", "a red circle",
+                           "--steps", "2", "--device", "cpu"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "falling back to the bundled shapes-a" in proc.stderr and "ViT-B-32/openai" in proc.stderr
+    assert tomllib.loads((out / "session.toml").read_text())["model"]["name"] == "shapes-a"
+
+
+def test_named_model_offline_is_one_clear_line(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "clipterm", "run", str(tmp_path / "s"), "--prompt", "a dog",
+                           "--steps", "2", "--model", "ViT-B-32", "--pretrained", "openai", "--device", "cpu"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "not cached" in proc.stderr and "--model shapes-a" in proc.stderr
+
+
+def test_trainer_is_deterministic(tmp_path):
+    reports = []
+    for name, seed in (("x", 5), ("y", 5), ("z", 6)):
+        rep = shapes.train("vit", seed, tmp_path / name, steps=3, batch=8, log=lambda m: None)
+        reports.append(rep)
+    a, b, c = ((tmp_path / n / "open_clip_model.safetensors").read_bytes() for n in "xyz")
+    assert a == b and a != c
+    assert 0.0 <= reports[0]["zero_shot_top1"] <= 1.0
+
+
+FINDING_PROMPTS = [
+    "a red circle on a black background", "a green square on a white background",
+    "a blue triangle on a black background", "a yellow circle on a white background",
+    "a red square on a white background", "a blue circle on a black background",
+]
+
+
+def test_seed_004_finding(shapes_a, shapes_b):
+    """Unconstrained wins on its own model; constrained transfers better to an independent judge."""
+    judge = Judge(shapes_b)
+    lanes = {"a": preset("unconstrained"),
+             "b": with_value(with_value(preset("constrained"), "views", 8), "tv_weight", 1e-3)}
+    own = {"a": [], "b": []}
+    judged = {"a": [], "b": []}
+    for prompt in FINDING_PROMPTS:
+        e = Engine(shapes_a, prompt, lanes, seed=0, eval_every=0)
+        e.step(200)
+        e.flush()
+        for lane in "ab":
+            own[lane].append(float(e.lanes[lane].history[-1, 0]))
+            judged[lane].append(judge.rank_canvas(e.shown(lane), prompt).prompt_score)
+    assert np.mean(own["a"]) > np.mean(own["b"])
+    assert np.mean(judged["b"]) > np.mean(judged["a"])
