@@ -1,0 +1,99 @@
+"""Helpers shared by the session tests: build sessions, fingerprint directories, edit session files.
+
+Sessions are edited the way a damaged disk or a hostile user would, but [files] in session.toml
+is updated after an edit unless a test asks not to, so each case reaches the check it is about
+(instead of always stopping at the sha256 check).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import tomli_w
+
+from clipterm.cli import main
+
+PROMPT = "a red circle on a black background"
+# Small and fast: the bundled 64px model on the CPU, frequent evals, frames and autosaves.
+RUN_FLAGS = ["--model", "shapes-a", "--device", "cpu", "--prompt", PROMPT, "--eval-every", "5",
+             "--autosave-steps", "5", "--autosave-seconds", "0", "--quiet"]
+# One thread in every child: bit-exact comparisons need the same reduction order in each process.
+CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """`clipterm ARGV` in this process: (exit code, stdout, stderr)."""
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def clipterm(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m clipterm ARGV` in a child process."""
+    return subprocess.run([sys.executable, "-m", "clipterm", *map(str, argv)], capture_output=True, text=True,
+                          timeout=timeout, env=CHILD_ENV)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every entry under `root` (not following symlinks) -> its content hash, link target or kind."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            rel = str(p.relative_to(root))
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = "link:" + os.readlink(p)
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = "dir"
+            elif stat.S_ISREG(st.st_mode):
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                out[rel] = f"special:{stat.S_IFMT(st.st_mode)}"
+    return out
+
+
+def lane_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every .npy of a session (relative path -> array), read without pickle."""
+    return {str(p.relative_to(path)): np.load(p, allow_pickle=False) for p in sorted(path.rglob("*.npy"))
+            if ".pending" not in p.parts}
+
+
+def read_doc(s: Path) -> dict:
+    return tomllib.loads((s / "session.toml").read_text())
+
+
+def edit_toml(s: Path, fn: Callable[[dict], None]) -> None:
+    doc = read_doc(s)
+    fn(doc)
+    (s / "session.toml").write_text(tomli_w.dumps(doc))
+
+
+def npy_bytes(arr: np.ndarray, allow_pickle: bool = False) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=allow_pickle)
+    return buf.getvalue()
+
+
+def put_bytes(s: Path, rel: str, data: bytes, rehash: bool = True) -> None:
+    """Overwrite a session file; record its new sha256 in session.toml unless rehash is False."""
+    (s / rel).write_bytes(data)
+    if rehash:
+        edit_toml(s, lambda d: d["files"].__setitem__(rel, hashlib.sha256(data).hexdigest()))
+
+
+def put_npy(s: Path, rel: str, arr: np.ndarray, rehash: bool = True) -> None:
+    put_bytes(s, rel, npy_bytes(arr), rehash)
+
+
+def get_npy(s: Path, rel: str) -> np.ndarray:
+    return np.load(s / rel, allow_pickle=False)
