@@ -11,11 +11,16 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clipterm import __version__
 from clipterm.errors import ClipTermError, SessionError
 
-SUBCOMMANDS = ("run", "info", "judge", "train-shapes")
+if TYPE_CHECKING:  # the CLI imports its heavy modules lazily, only where a command needs them
+    from clipterm.runner import Run
+    from clipterm.session import Session
+
+SUBCOMMANDS = ("run", "info", "judge", "train-shapes", "score", "export", "analyze")
 EXIT_BAD_INPUT = 2
 
 
@@ -78,8 +83,15 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="steps between saved trajectory frames (default 10)")
     p.add_argument("--autosave-steps", dest="autosave_steps", type=_positive_int, default=50)
     p.add_argument("--autosave-seconds", dest="autosave_seconds", type=float, default=60.0)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="autocast precision of the model pass (auto: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the image tower (slow first step)")
+    p.add_argument("--raw-every", dest="raw_every", type=_positive_int, default=1,
+                   help="measure augmented lanes' clean-canvas similarity every K steps (default 1)")
     p.add_argument("--retarget", action="store_true",
                    help="allow resuming a session with a different model than it was made with")
+    p.add_argument("--probe-every", dest="probe_every", type=_positive_int, default=None,
+                   help="steps between layer probe records (default 10; 0 = off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("out", type=Path, metavar="SESSION")
     r.add_argument("--steps", type=_positive_int, required=True, help="total steps to reach")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--prompts-file", dest="prompts_file", type=Path, default=None,
+                   help="one prompt per line: SESSION becomes a directory of sessions plus summary.csv/.md")
     add_run_args(r)
 
     i = sub.add_parser("info", help="print a session's summary")
@@ -104,6 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--prompt", default=None, help="report this caption's rank too")
     j.add_argument("--device", default="auto")
     j.add_argument("--top", type=_positive_int, default=3, help="captions to list per image")
+
+    sc = sub.add_parser("score", help="score images on several models (one at a time) against a prompt")
+    sc.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    sc.add_argument("--prompt", required=True, help="text, or terms joined by '|' each with optional :weight")
+    sc.add_argument("--model", dest="models", action="extend", nargs="+", metavar="M[:PRETRAINED]",
+                    help="models to score on, e.g. shapes-a shapes-b ViT-B-32:openai (default shapes-a shapes-b)")
+    sc.add_argument("--baseline", type=Path, default=None, help="a real photo to add as a reference row")
+    sc.add_argument("--device", default="auto")
+    sc.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    ex = sub.add_parser("export", help="a session's canvas as PNG, its trajectory as GIF, or a contact sheet")
+    ex.add_argument("session", type=Path)
+    ex.add_argument("--lane", default="a", help="a or b (default a; the sheet shows every lane)")
+    ex.add_argument("--format", dest="format", default="png", help="png, gif or sheet (default png)")
+    ex.add_argument("--out", type=Path, required=True, help="output file")
+    ex.add_argument("--scale", type=_positive_int, default=None, help="whole upscaling factor (default auto)")
+
+    an = sub.add_parser("analyze", help="plot a session's layer probes and similarity curves as PNGs")
+    an.add_argument("session", type=Path)
+    an.add_argument("--out", type=Path, required=True, help="output directory")
 
     t = sub.add_parser("train-shapes", help="train a small CLIP on the shapes world")
     t.add_argument("--out", type=Path, required=True)
@@ -123,7 +157,10 @@ def build_app_parser() -> argparse.ArgumentParser:
     add_run_args(p)
     p.add_argument("--render", choices=("auto", "kitty", "sixel", "halfcell", "unicode"), default="auto",
                    help="how frames are drawn in the terminal")
-    p.add_argument("--fps", type=float, default=4.0, help="frames per second sent to the screen")
+    p.add_argument("--fps", type=float, default=4.0, help="frames per second sent to the screen (default 4)")
+    p.add_argument("--paused", action="store_true", help="open paused (space starts the optimization)")
+    p.add_argument("--judge", default="shapes-b", metavar="MODEL",
+                   help="independent model whose ranking of the prompt is shown (default shapes-b; none: off)")
     return p
 
 
@@ -151,29 +188,55 @@ def lane_params_from_args(args: argparse.Namespace, base: dict | None = None) ->
     return lanes
 
 
-def open_run(args: argparse.Namespace, path: Path, log=_err):
-    """Create or resume the session at `path` as the flags ask; returns a Run holding its lock."""
+def open_run(args: argparse.Namespace, path: Path, log=_err) -> Run:
+    """Create or resume the session at `path` as the flags ask; returns a Run holding its lock.
+
+    An existing session is checked completely (lock, files, model, flags) before anything in it is
+    touched, so a refused session is left byte-identical; only then is the lock taken.
+    """
     from clipterm import session as sess
     from clipterm.models import load_default, load_model
-    from clipterm.runner import Autosave, Run, load_session_model, same_model
+    from clipterm.runner import Autosave, Run, check_fits, checkpoint_mismatch, load_recorded_model, same_model
 
     if args.autosave_seconds < 0 or args.autosave_seconds != args.autosave_seconds:
         raise ClipTermError("--autosave-seconds must be >= 0")
+    if args.raw_every < 1:
+        raise ClipTermError("--raw-every must be >= 1")
     autosave = Autosave(args.autosave_steps, args.autosave_seconds)
-    if path.exists() and sess.is_session(path):
+    if sess.is_session(path):
+        holder = sess.lock_holder(path)
+        if holder is not None:
+            raise SessionError(f"{path}: session is already open in another clipterm process (pid {holder}); "
+                               f"close that one first")
         s = sess.load(path)
-        if args.model and not same_model(s.model, args.model, args.pretrained):
+        _check_resume_flags(s, args)
+        model = args.model or (s.model["name"] if args.pretrained else None)
+        if model and not same_model(s.model, model, args.pretrained):
             if not args.retarget:
                 raise SessionError(f"{path}: made with {s.model['name']}/{s.model['pretrained']}, not "
-                                   f"{args.model}; pass --retarget to continue it on the new model")
-            bundle = load_model(args.model, args.pretrained, args.device)
-            run = Run.retarget(path, bundle, s, autosave)
+                                   f"{model}{'/' + args.pretrained if args.pretrained else ''}; pass --retarget "
+                                   f"to continue it on the new model")
+            bundle = load_model(model, args.pretrained, args.device)
+            run = Run.retarget(path, bundle, autosave=autosave)
             log(f"retargeted {path} from {s.model['name']} to {bundle.name}")
         else:
-            bundle = load_session_model(s.model, args.device)
-            run = Run.resume(path, bundle, autosave, session=s)
+            bundle = load_recorded_model(s.model, args.device)
+            why = checkpoint_mismatch(s.model, bundle)
+            if why and not args.retarget:
+                raise SessionError(why)
+            if why:
+                run = Run.retarget(path, bundle, autosave=autosave)
+                log(f"retargeted {path} to the changed weights of {bundle.name}")
+            else:
+                check_fits(s, bundle)
+                run = Run.resume(path, bundle, autosave)
         log(f"resumed {path} at step {run.steps} on {bundle.name} ({bundle.device})")
-        apply_resume_flags(run, args)
+        try:
+            apply_resume_flags(run, args)
+            run.engine.configure(args.precision, args.compile, args.raw_every)
+        except BaseException:
+            run.close()
+            raise
         return run
     if args.prompt is None:
         raise ClipTermError("--prompt is required for a new session")
@@ -187,28 +250,72 @@ def open_run(args: argparse.Namespace, path: Path, log=_err):
     run = Run.create(path, bundle, args.prompt, lanes, seed=args.seed or 0,
                      eval_every=50 if args.eval_every is None else args.eval_every,
                      frame_every=args.frame_every or 10, autosave=autosave)
+    run.engine.configure(args.precision, args.compile, args.raw_every)
     for w in run.engine.warnings:
         log(f"warning: {w}")
     log(f"new session {path} on {bundle.name} ({bundle.device}), lanes {','.join(lanes)}")
     return run
 
 
-def apply_resume_flags(run, args: argparse.Namespace) -> None:
-    """Flags given at resume change the live run and are recorded in the session's history."""
+def _check_resume_flags(s: Session, args: argparse.Namespace) -> None:
+    """Refuse resume flags that cannot apply, before the session is locked or anything is written.
+
+    A session's seed and lanes are fixed when it is made; every other flag is validated here the
+    way apply_resume_flags will apply it (prompt, presets, then parameters on top).
+    """
+    from clipterm.presets import preset, with_value
+    from clipterm.prompts import parse_prompt
+
+    if args.seed is not None and args.seed != s.seed:
+        raise SessionError(f"{s.path}: --seed {args.seed} differs from the session's seed {s.seed}; a session's "
+                           f"seed is fixed when it is made")
+    if args.lanes is not None and set(args.lanes) != set(s.lanes):
+        raise SessionError(f"{s.path}: --lanes {args.lanes} differs from the session's lanes "
+                           f"{''.join(s.lanes)}; a session's lanes are fixed when it is made")
+    if args.prompt is not None:
+        parse_prompt(args.prompt)
+    for lane, params in s.lanes.items():
+        mode = getattr(args, f"mode_{lane}", None)
+        p = preset(mode) if mode and mode != params.preset else params
+        for flag, field in PARAM_FLAGS.items():
+            value = getattr(args, flag, None)
+            if value is not None and lane in args.apply_to:
+                p = with_value(p, field, value)
+
+
+def apply_resume_flags(run: Run, args: argparse.Namespace) -> None:
+    """Flags given at resume change the live run and are recorded in the session's history.
+
+    A flag equal to the current value changes and records nothing, so repeating the command that
+    made a session resumes it exactly.
+    """
+    from clipterm.presets import with_value
+
     e = run.engine
     if args.prompt is not None and args.prompt != e.prompt:
         e.set_prompt(args.prompt)
     for lane in e.lanes:
-        mode = getattr(args, f"mode_{lane}")
+        mode = getattr(args, f"mode_{lane}", None)
         if mode and mode != e.lanes[lane].params.preset:
             e.set_preset(lane, mode)
     for flag, field in PARAM_FLAGS.items():
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)
         if value is None:
             continue
         for lane in args.apply_to:
             if lane in e.lanes:
-                e.set_param(lane, field, value)
+                current = e.lanes[lane].params
+                if getattr(with_value(current, field, value), field) != getattr(current, field):
+                    e.set_param(lane, field, value)
+    if args.eval_every is not None and args.eval_every != e.eval_every:
+        e.changes.append({"step": e.step_count, "lane": "*", "key": "eval_every", "old": e.eval_every,
+                          "new": args.eval_every})
+        e.eval_every = args.eval_every
+    frame_every = None if args.frame_every is None else args.frame_every or 10  # 0 means the default, as at creation
+    if frame_every is not None and frame_every != run.frame_every:
+        e.changes.append({"step": e.step_count, "lane": "*", "key": "frame_every", "old": run.frame_every,
+                          "new": frame_every})
+        run.frame_every = frame_every
 
 
 class _Progress:
@@ -243,54 +350,80 @@ class _Progress:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run headless to --steps total; SIGINT, SIGTERM and SIGHUP save and exit (128 + signal).
+
+    The handlers only set a flag, so a signal never lands inside a save; the loop checks the flag
+    after every step. Output errors (a terminal gone with SIGHUP) never stop the final save.
+    """
+    if getattr(args, "prompts_file", None) is not None:
+        from clipterm.batch import run_batch
+        return run_batch(args)
     stop = {"sig": 0}
 
     def on_signal(signum, _frame) -> None:
         stop["sig"] = signum
 
+    def say(msg: str) -> None:
+        try:
+            _err(msg)
+        except OSError:
+            pass  # stderr is gone (SSH dropped); the session on disk is what matters
+
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    run = open_run(args, args.out)
+    run = None
     try:
+        run = open_run(args, args.out, log=say)
+        from clipterm.probes import configure
+        configure(run.engine, args.probe_every)
         if run.steps >= args.steps:
-            _err(f"{args.out} is already at step {run.steps} (>= --steps {args.steps}); nothing to do")
-            run.save()
+            say(f"{args.out} is already at step {run.steps} (>= --steps {args.steps}); nothing to do")
+            if run.dirty():
+                run.save()
             return 0
         progress = _Progress(args.steps, run.steps, args.quiet)
         while run.steps < args.steps and not stop["sig"]:
             run.step()
             if run.steps % 10 == 0 or run.steps == args.steps:
                 run.engine.flush()
-                progress.update(run.steps, {n: float(ln.history[-1, 0]) for n, ln in run.engine.lanes.items()})
+                try:
+                    progress.update(run.steps, {n: float(ln.history[-1, 0]) for n, ln in run.engine.lanes.items()})
+                except OSError:
+                    progress.quiet = True
         run.save()
         if stop["sig"]:
-            _err(f"stopped by signal {stop['sig']} at step {run.steps}; saved {args.out}")
+            say(f"stopped by signal {stop['sig']} at step {run.steps}; saved {args.out}")
             return 128 + stop["sig"]
         summ = run.summary()
         for lane, row in summ.items():
-            _err(f"lane {lane} ({run.engine.lanes[lane].params.preset}): similarity "
-                 f"{row.get('last_similarity', float('nan')):.4f}, best {row.get('best_similarity', float('nan')):.4f}")
+            say(f"lane {lane} ({run.engine.lanes[lane].params.preset}): similarity "
+                f"{row.get('last_similarity', float('nan')):.4f}, best {row.get('best_similarity', float('nan')):.4f}")
         return 0
     finally:
-        run.close()
+        if run is not None:
+            run.close()
         for s, h in old.items():
             signal.signal(s, h)
 
 
 # ---------------------------------------------------------------------------- info, judge, train
 def cmd_info(args: argparse.Namespace) -> int:
+    """Print a session's summary; read-only (works on a session another clipterm is running)."""
     from clipterm import session as sess
 
     s = sess.load(args.session)
+    holder = sess.lock_holder(s.path)
     data = {
-        "path": str(s.path), "prompt": s.prompt, "model": s.model, "seed": s.seed, "steps": s.steps,
-        "created": s.created, "updated": s.updated,
+        "path": str(s.path), "format_version": sess.FORMAT_VERSION, "prompt": s.prompt, "model": s.model,
+        "seed": s.seed, "steps": s.steps, "created": s.created, "updated": s.updated,
+        "eval_every": s.eval_every, "frame_every": s.frame_every,
         "lanes": {n: {"preset": p.preset, **s.summary.get(n, {})} for n, p in s.lanes.items()},
         "changes": len(s.changes), "frames": {n: int(len(f[0])) for n, f in s.frames.items()},
+        "open_by_pid": holder,
     }
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    print(f"session  {s.path}")
+    print(f"session  {s.path}" + (f"   (open in pid {holder})" if holder else ""))
     print(f"prompt   {s.prompt}")
     print(f"model    {s.model['name']} ({s.model['pretrained']})")
     print(f"steps    {s.steps}   seed {s.seed}   changes {len(s.changes)}")
@@ -314,6 +447,31 @@ def cmd_judge(args: argparse.Namespace) -> int:
         print(line)
         for cap, score in list(zip(v.captions, v.scores))[1:args.top]:
             print(f"    {score:.4f}  {cap}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from clipterm.score import score_images
+
+    table = score_images(args.images, args.prompt, args.models or ["shapes-a", "shapes-b"], args.device,
+                         baseline=args.baseline, log=_err)
+    print(json.dumps(table.to_dict(), indent=2) if args.json else table.render())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from clipterm.export import export
+
+    for path in export(args.session, args.lane, args.format, args.out, args.scale):
+        print(path)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from clipterm.analysis import analyze
+
+    for path in analyze(args.session, args.out, log=_err):
+        print(path)
     return 0
 
 
@@ -343,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version"):
             return cmd_app(argv)
         args = build_parser().parse_args(argv)
-        handler = {"run": cmd_run, "info": cmd_info, "judge": cmd_judge, "train-shapes": cmd_train}
+        handler = {"run": cmd_run, "info": cmd_info, "judge": cmd_judge, "train-shapes": cmd_train,
+                   "score": cmd_score, "export": cmd_export, "analyze": cmd_analyze}
         return handler[args.command](args)
     except ClipTermError as e:
         _err(f"error: {e}")

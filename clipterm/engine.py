@@ -84,17 +84,7 @@ class Engine:
         self.device = bundle.device
         self.seed = int(seed)
         self.eval_every = int(eval_every)
-        if precision not in ("auto", "fp32", "bf16"):
-            raise EngineError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" else "fp32"
-        self.precision = precision
-        self.raw_every = max(1, int(raw_every))
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        self._encode = torch.compile(bundle.model.encode_image, dynamic=False) if compile else \
-            bundle.model.encode_image
+        self.configure(precision, compile, raw_every)
         self.warnings: list[str] = []
         self.changes: list[dict] = []
         self.probe = None  # optional probes.Probe: armed around the forward/backward of steps it is due
@@ -110,6 +100,26 @@ class Engine:
         self._held_out = augment.held_out_thetas()
 
     # ----------------------------------------------------------------- set-up and live edits
+    def configure(self, precision: str = "auto", compile: bool = False, raw_every: int = 1) -> None:
+        """Speed options that change no saved state: autocast precision, torch.compile, raw-sim cadence.
+
+        bf16 autocast and TF32 are the default on CUDA; raw_every=K measures the clean-canvas similarity
+        of augmented lanes every K steps (carried forward between), saving one forward sample per step.
+        """
+        if precision not in ("auto", "fp32", "bf16"):
+            raise EngineError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if not 1 <= int(raw_every) <= 1_000_000:
+            raise EngineError(f"raw_every must be within 1..1000000, got {raw_every}")
+        self.precision = precision
+        self.raw_every = int(raw_every)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        model = self.bundle.model
+        self._encode = torch.compile(model.encode_image, dynamic=False) if compile else model.encode_image
+
     def _new_lane(self, name: str, p: LaneParams, noise: torch.Tensor) -> Lane:
         init = (p.init_mean + p.init_std * noise).to(self.device)
         param = init.clone().requires_grad_(True)
@@ -375,3 +385,5 @@ class Engine:
         ln.history = state["history"].astype(np.float32)
         ln.evals = state["evals"].astype(np.float32)
         ln.pending.clear()
+        # The carried clean-canvas similarity (raw_every > 1) continues from the last recorded one.
+        ln.last_raw = torch.tensor(float(ln.history[-1, 0]), device=self.device) if len(ln.history) else None

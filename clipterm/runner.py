@@ -6,6 +6,7 @@ recording parameter changes behave the same everywhere.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,10 @@ import numpy as np
 
 from clipterm import session as sess
 from clipterm.engine import Engine
-from clipterm.errors import SessionError
+from clipterm.errors import ClipTermError, SessionError
 from clipterm.models import BUNDLED, ModelBundle, load_model
-from clipterm.presets import LaneParams
+from clipterm.presets import LaneParams, ParamError
+from clipterm.probes import Probe
 
 
 @dataclass
@@ -35,16 +37,38 @@ def model_record(bundle: ModelBundle) -> dict:
     return rec
 
 
-def load_session_model(model: dict, device: str | None) -> ModelBundle:
-    """Load the model a session was made with and refuse it if its checkpoint has changed."""
-    name = str(model["name"])
-    pretrained = str(model["pretrained"])
-    bundle = load_model(name, None if pretrained == "bundled" else pretrained, device)
+def checkpoint_mismatch(model: dict, bundle: ModelBundle) -> str | None:
+    """Why `bundle` is not the checkpoint the session recorded (sha256 differs), or None if it is."""
     want = model.get("sha256")
     if want and bundle.sha256 != want:
-        raise SessionError(f"checkpoint {bundle.checkpoint}: sha256 {bundle.sha256[:12]}… no longer matches the "
-                           f"session's {str(want)[:12]}…; the weights changed since this session was made")
+        return (f"checkpoint {bundle.checkpoint}: sha256 {str(bundle.sha256)[:12]}… no longer matches the "
+                f"session's {str(want)[:12]}…; the weights changed since this session was made "
+                f"(pass --retarget to continue on the new weights)")
+    return None
+
+
+def load_recorded_model(model: dict, device: str | None) -> ModelBundle:
+    """Load the model a session's record names (its checkpoint is not checked: see checkpoint_mismatch)."""
+    pretrained = str(model["pretrained"])
+    return load_model(str(model["name"]), None if pretrained == "bundled" else pretrained, device)
+
+
+def load_session_model(model: dict, device: str | None) -> ModelBundle:
+    """Load the model a session was made with and refuse it if its checkpoint has changed."""
+    bundle = load_recorded_model(model, device)
+    why = checkpoint_mismatch(model, bundle)
+    if why:
+        raise SessionError(why)
     return bundle
+
+
+def check_fits(s: sess.Session, bundle: ModelBundle) -> None:
+    """Refuse resuming canvases of another size than the model's input (that needs --retarget)."""
+    for name, arrays in s.arrays.items():
+        if arrays["param"].shape != (3, bundle.image_size, bundle.image_size):
+            raise SessionError(f"{s.path / sess.lane_dir_name(name) / 'param.npy'}: canvas "
+                               f"{arrays['param'].shape[1]}px does not fit {bundle.name}'s "
+                               f"{bundle.image_size}px input (pass --retarget to resize it)")
 
 
 def same_model(record: dict, name: str, pretrained: str | None) -> bool:
@@ -64,6 +88,8 @@ class Run:
                  created: str | None = None, theme: str = "") -> None:
         self.path = Path(path)
         self.engine = engine
+        if engine.probe is None:
+            engine.probe = Probe.for_model(engine.bundle.model)  # layer stats every 10 steps (probes.configure)
         self.autosave = autosave or Autosave()
         self.frame_every = frame_every
         self.created = created or sess.now()
@@ -71,6 +97,7 @@ class Run:
         self.frames: dict[str, list[np.ndarray]] = {n: [] for n in engine.lanes}
         self.frame_steps: dict[str, list[int]] = {n: [] for n in engine.lanes}
         self.saved_step = -1
+        self.saved_changes = 0
         self.last_save_time = time.monotonic()
         self.lock = sess.SessionLock(self.path)
 
@@ -79,49 +106,64 @@ class Run:
     def create(cls, path: Path, bundle: ModelBundle, prompt: str, lanes: dict[str, LaneParams], seed: int,
                eval_every: int = 50, frame_every: int = 10, autosave: Autosave | None = None) -> Run:
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise SessionError(f"{path}: exists and is not an empty directory or a clipterm session")
+        _check_new_session_dir(path)
         engine = Engine(bundle, prompt, lanes, seed=seed, eval_every=eval_every)
         run = cls(path, engine, autosave, frame_every)
         run.lock.acquire()
-        run._capture()
-        run.save()
+        try:
+            if sess.is_session(path):  # another process created it while we were loading the model
+                raise SessionError(f"{path}: a session was created here meanwhile; run again to resume it")
+            run._capture()
+            run.save()
+        except BaseException:
+            run.lock.release()
+            raise
         return run
 
     @classmethod
     def resume(cls, path: Path, bundle: ModelBundle, autosave: Autosave | None = None,
                session: sess.Session | None = None) -> Run:
-        """Reopen a saved session with `bundle` (which the caller checked is the session's model)."""
+        """Reopen a saved session with `bundle` (which the caller checked is the session's model).
+
+        The session is read again under the lock (`session`, what the caller validated before
+        locking, is not used: the previous holder may have saved over it since).
+        """
         path = Path(path)
         lock = sess.SessionLock(path).acquire()
         try:
-            s = sess.load(path) if session is None else session
+            s = sess.load(path)
             engine = Engine(bundle, s.prompt, dict(s.lanes), seed=s.seed, eval_every=s.eval_every)
+            check_fits(s, bundle)
             for name, arrays in s.arrays.items():
-                if arrays["param"].shape != (3, bundle.image_size, bundle.image_size):
-                    raise SessionError(f"{path / sess.lane_dir_name(name) / 'param.npy'}: canvas "
-                                       f"{arrays['param'].shape[1]}px does not fit {bundle.name}'s "
-                                       f"{bundle.image_size}px input")
-                engine.load_lane_state(name, arrays)
+                _load_lane(engine, path, name, arrays)
             engine.changes = list(s.changes)
-        except Exception:
+            run = cls(path, engine, autosave, s.frame_every, created=s.created, theme=s.theme)
+            run.lock = lock
+            engine.probe.load(s.arrays)
+        except BaseException:
             lock.release()
             raise
-        run = cls(path, engine, autosave, s.frame_every, created=s.created, theme=s.theme)
-        run.lock = lock
         for name, (frames, steps) in s.frames.items():
             run.frames[name] = list(frames)
             run.frame_steps[name] = [int(x) for x in steps]
         run.saved_step = engine.step_count
+        run.saved_changes = len(engine.changes)
         return run
 
     @classmethod
-    def retarget(cls, path: Path, bundle: ModelBundle, s: sess.Session, autosave: Autosave | None = None) -> Run:
-        """Continue a session on another model: canvases carry over (resized), optimizer state restarts."""
+    def retarget(cls, path: Path, bundle: ModelBundle, s: sess.Session | None = None,
+                 autosave: Autosave | None = None) -> Run:
+        """Continue a session on another model (or changed weights): canvases, history and frames carry
+        over (resized if the input size differs); optimizer state and best-so-far restart.
+
+        `s` is ignored: the session is read again under the lock (kept for callers that pass it).
+        """
         import torch
 
-        lock = sess.SessionLock(Path(path)).acquire()
+        path = Path(path)
+        lock = sess.SessionLock(path).acquire()
         try:
+            s = sess.load(path)
             engine = Engine(bundle, s.prompt, dict(s.lanes), seed=s.seed, eval_every=s.eval_every)
             size = bundle.image_size
             for name, arrays in s.arrays.items():
@@ -132,18 +174,24 @@ class Run:
                 zeros = np.zeros_like(canvas)
                 state = dict(arrays, param=canvas, best=canvas, opt_step=np.array(0, np.float32),
                              opt_exp_avg=zeros, opt_exp_avg_sq=zeros, best_loss=np.array(np.inf, np.float32))
-                engine.load_lane_state(name, state)
+                _load_lane(engine, path, name, state)
+            old, new = s.model["name"], bundle.name
+            if old == new:  # same model, changed weights: record which checkpoints
+                old = f"{old}@{str(s.model.get('sha256', ''))[:12]}"
+                new = f"{new}@{str(bundle.sha256 or '')[:12]}"
             engine.changes = list(s.changes) + [{"step": s.steps, "lane": "*", "key": "model",
-                                                 "old": s.model["name"], "new": bundle.name}]
-        except Exception:
+                                                 "old": old, "new": new}]
+            run = cls(path, engine, autosave, s.frame_every, created=s.created, theme=s.theme)
+            run.lock = lock
+            side = min(sess.FRAME_SIZE, size)
+            for name, (frames, at) in s.frames.items():
+                run.frames[name] = [f if f.shape[0] == side else _resize_frame(f, side) for f in frames]
+                run.frame_steps[name] = [int(x) for x in at]
+            run._capture()
+            run.save()
+        except BaseException:
             lock.release()
             raise
-        run = cls(Path(path), engine, autosave, s.frame_every, created=s.created, theme=s.theme)
-        run.lock = lock
-        run.frames = {n: [] for n in engine.lanes}
-        run.frame_steps = {n: [] for n in engine.lanes}
-        run._capture()
-        run.save()
         return run
 
     def close(self) -> None:
@@ -153,6 +201,10 @@ class Run:
     @property
     def steps(self) -> int:
         return self.engine.step_count
+
+    def dirty(self) -> bool:
+        """Whether steps or recorded changes exist that the last save does not hold."""
+        return self.steps != self.saved_step or len(self.engine.changes) != self.saved_changes
 
     def step(self, n: int = 1) -> bool:
         """Advance n steps; returns True if an autosave happened."""
@@ -191,17 +243,21 @@ class Run:
             if len(ev):
                 row["robust_similarity"] = float(ev[-1, 1])
                 row["verified_similarity"] = float(ev[-1, 2])
-            out[name] = row
+            out[name] = {k: v for k, v in row.items() if math.isfinite(v)}  # session.toml refuses NaN
         return out
 
     def to_session(self) -> sess.Session:
         e = self.engine
         e.flush()
         arrays = {name: e.lane_state(name) for name in e.lanes}
+        if e.probe is not None:
+            for name in e.lanes:
+                arrays[name].update(e.probe.lane_arrays(name, upto=e.lanes[name].steps))
         frames = {}
         for name in e.lanes:
             f = self.frames[name]
-            stack = np.stack(f) if f else np.zeros((0, sess.FRAME_SIZE, sess.FRAME_SIZE, 3), np.uint8)
+            side = min(sess.FRAME_SIZE, e.bundle.image_size)
+            stack = np.stack(f) if f else np.zeros((0, side, side, 3), np.uint8)
             frames[name] = (stack, np.array(self.frame_steps[name], np.int64))
         return sess.Session(path=self.path, prompt=e.prompt, seed=e.seed, model=model_record(e.bundle),
                             lanes={n: ln.params for n, ln in e.lanes.items()}, steps=self.steps, arrays=arrays,
@@ -212,4 +268,39 @@ class Run:
     def save(self) -> None:
         sess.save(self.to_session())
         self.saved_step = self.steps
+        self.saved_changes = len(self.engine.changes)
         self.last_save_time = time.monotonic()
+
+
+def _check_new_session_dir(path: Path) -> None:
+    """A new session goes into a missing or empty directory, or one a crash left during creation
+    (only .lock and an incomplete .pending/); anything else is the user's and is left alone."""
+    if path.is_symlink():
+        raise SessionError(f"{path}: is a symlink; give the real directory for a new session")
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise SessionError(f"{path}: exists and is not an empty directory or a clipterm session")
+    names = {p.name for p in path.iterdir()}
+    leftovers_ok = (names <= {sess.LOCK, sess.PENDING}
+                    and (sess.LOCK not in names or sess._is_regular(path / sess.LOCK))
+                    and (sess.PENDING not in names or (path / sess.PENDING).is_dir()
+                         and not (path / sess.PENDING).is_symlink()))
+    if not leftovers_ok:
+        raise SessionError(f"{path}: exists and is not an empty directory or a clipterm session")
+
+
+def _load_lane(engine: Engine, path: Path, name: str, arrays: dict[str, np.ndarray]) -> None:
+    """engine.load_lane_state, with a refusal that names the session file (e.g. a bad RNG state)."""
+    try:
+        engine.load_lane_state(name, arrays)
+    except ParamError as e:  # the only ParamError load_lane_state raises is about the generator state
+        raise SessionError(f"{path / sess.lane_dir_name(name) / 'rng.npy'}: {e}") from None
+    except ClipTermError as e:
+        raise SessionError(f"{path / sess.lane_dir_name(name)}: {e}") from None
+
+
+def _resize_frame(frame: np.ndarray, side: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(frame).resize((side, side), Image.BILINEAR), dtype=np.uint8)

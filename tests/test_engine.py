@@ -145,18 +145,16 @@ def test_views_are_batched_and_change_the_result(shapes_a):
     one = Engine(shapes_a, PROMPT, {"b": preset("constrained")}, seed=1, eval_every=0)
     many = Engine(shapes_a, PROMPT, {"b": with_value(preset("constrained"), "views", 16)}, seed=1, eval_every=0)
     seen = []
-    orig = shapes_a.model.encode_image
+    for e in (one, many):
+        real = e._encode
 
-    def spy(x):
-        seen.append(x.shape[0])
-        return orig(x)
+        def spy(x, real=real):
+            seen.append(x.shape[0])
+            return real(x)
 
-    shapes_a.model.encode_image = spy
-    try:
-        one.step(3)
-        many.step(3)
-    finally:
-        shapes_a.model.encode_image = orig
+        e._encode = spy
+    one.step(3)
+    many.step(3)
     assert seen == [2, 2, 2, 17, 17, 17]  # views + the clean canvas, one forward per step
     assert not np.array_equal(one.shown("b"), many.shown("b"))
 

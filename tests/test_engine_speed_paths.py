@@ -73,3 +73,18 @@ def test_bf16_autocast_path_runs_and_tracks_fp32(shapes_a):
 def test_bad_precision_is_refused(shapes_a):
     with pytest.raises(EngineError, match="precision"):
         Engine(shapes_a, PROMPT, {"a": preset("unconstrained")}, precision="fp8")
+
+
+def test_raw_every_survives_an_exact_state_round_trip(shapes_a):
+    lanes = {"b": preset("constrained")}
+    whole = Engine(shapes_a, PROMPT, lanes, seed=4, eval_every=0, raw_every=3)
+    whole.step(10)
+    whole.flush()
+    first = Engine(shapes_a, PROMPT, lanes, seed=4, eval_every=0, raw_every=3)
+    first.step(5)
+    second = Engine(shapes_a, PROMPT, lanes, seed=4, eval_every=0, raw_every=3)
+    second.load_lane_state("b", first.lane_state("b"))
+    second.step(5)
+    second.flush()
+    assert np.array_equal(whole.lanes["b"].history, second.lanes["b"].history)
+    assert np.array_equal(whole.shown("b"), second.shown("b"))

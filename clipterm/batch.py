@@ -1,0 +1,302 @@
+"""Prompt batches (seed 004's prompt list): `clipterm run OUTDIR --prompts-file FILE --steps N`.
+
+One ordinary, resumable session per prompt under OUTDIR (named by a slug of the prompt), then a
+summary table (summary.csv and summary.md) of each lane's own, robust and verified similarity and
+an independent judge's verdict on the saved PNG, so "high own score, meaningless to the judge" is
+visible across a whole prompt list at once. Running the same command again resumes every session
+(to a larger --steps, or just to rebuild the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import re
+import signal
+import sys
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clipterm import session as sess
+from clipterm.errors import ClipTermError, SessionError
+from clipterm.judge import DEFAULT_JUDGE, Judge, read_image
+from clipterm.models import ModelBundle
+from clipterm.prompts import PromptError, parse_prompt
+
+SLUG_MAX = 48
+SUMMARY_COLUMNS = ("prompt", "session", "lane", "preset", "steps", "own", "robust", "verified", "judge_sim",
+                   "judge_rank", "judge_candidates", "judge_top")
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"clipterm: {msg}\n")
+
+
+def read_prompts(path: Path) -> list[str]:
+    """One prompt per line; blank lines and lines starting with # are ignored; each is validated."""
+    p = Path(path)
+    if not p.is_file():
+        raise ClipTermError(f"{p}: no such prompts file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ClipTermError(f"{p}: not UTF-8 text") from None
+    except OSError as e:
+        raise ClipTermError(f"{p}: cannot read ({e.strerror})") from None
+    prompts = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            parse_prompt(line)
+        except PromptError as e:
+            raise ClipTermError(f"{p}:{n}: {e}") from None
+        prompts.append(line)
+    if not prompts:
+        raise ClipTermError(f"{p}: has no prompts (one per line; blank lines and #comments are ignored)")
+    return prompts
+
+
+def slugify(text: str, max_len: int = SLUG_MAX) -> str:
+    """A directory name for a prompt: lowercase ASCII words joined by '-' ('prompt' if nothing is left)."""
+    s = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    s = re.sub(r"[^a-z0-9]+", "-", s).strip("-")[:max_len].strip("-")
+    return s or "prompt"
+
+
+def session_names(prompts: list[str]) -> list[str]:
+    """Unique slugs in file order (a repeated slug gets -2, -3, ...), stable across re-runs."""
+    used: set[str] = set()
+    names = []
+    for prompt in prompts:
+        base = slugify(prompt)
+        name, k = base, 1
+        while name in used:
+            k += 1
+            name = f"{base}-{k}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+class _Models:
+    """Loads each model once for the whole batch (sessions of one batch usually share it)."""
+
+    def __init__(self, args: argparse.Namespace, log) -> None:
+        self.args = args
+        self.log = log
+        self.cache: dict[tuple, ModelBundle] = {}
+
+    def _remember(self, bundle: ModelBundle) -> ModelBundle:
+        from clipterm.runner import model_record
+
+        rec = model_record(bundle)
+        self.cache.setdefault((rec["name"], rec["pretrained"]), bundle)
+        return bundle
+
+    def for_new(self) -> ModelBundle:
+        from clipterm.models import load_default, load_model
+
+        a = self.args
+        key = ("args", a.model, a.pretrained)
+        if key not in self.cache:
+            if a.model:
+                bundle = load_model(a.model, a.pretrained, a.device)
+            else:
+                bundle, note = load_default(a.device)
+                if note:
+                    self.log(note)
+            self.cache[key] = self._remember(bundle)
+        return self.cache[key]
+
+    def for_session(self, s: sess.Session) -> ModelBundle:
+        from clipterm.runner import load_session_model, same_model
+
+        a = self.args
+        if a.model and not same_model(s.model, a.model, a.pretrained):
+            raise SessionError(f"{s.path}: made with {s.model['name']}/{s.model['pretrained']}, not {a.model}; "
+                               f"batches do not retarget (use `clipterm run {s.path} --retarget` on it)")
+        key = (str(s.model["name"]), str(s.model["pretrained"]))
+        if key not in self.cache:
+            self.cache[key] = load_session_model(s.model, a.device)
+        bundle = self.cache[key]
+        want = s.model.get("sha256")
+        if want and bundle.sha256 != want:
+            raise SessionError(f"{s.path}: the checkpoint of {bundle.name} changed since this session was made")
+        return bundle
+
+
+def open_session(path: Path, prompt: str, args: argparse.Namespace, models: _Models):
+    """Create the prompt's session, or resume it (it must hold the same prompt)."""
+    from clipterm.cli import apply_resume_flags, lane_params_from_args
+    from clipterm.probes import configure
+    from clipterm.runner import Autosave, Run, check_fits
+
+    autosave = Autosave(args.autosave_steps, args.autosave_seconds)
+    if path.exists() and sess.is_session(path):
+        holder = sess.lock_holder(path)
+        if holder is not None:  # checked before locking so a refused session stays byte-identical
+            raise SessionError(f"{path}: session is already open in another clipterm process (pid {holder})")
+        s = sess.load(path)
+        if s.prompt != prompt:
+            raise SessionError(f"{path}: holds the prompt {s.prompt!r}, not {prompt!r}; use another OUTDIR")
+        bundle = models.for_session(s)
+        check_fits(s, bundle)
+        run = Run.resume(path, bundle, autosave)
+        apply_resume_flags(run, args)
+    else:
+        run = Run.create(path, models.for_new(), prompt, lane_params_from_args(args), seed=args.seed or 0,
+                         eval_every=50 if args.eval_every is None else args.eval_every,
+                         frame_every=args.frame_every or 10, autosave=autosave)
+    configure(run.engine, getattr(args, "probe_every", None))
+    run.engine.configure(args.precision, args.compile, args.raw_every)
+    return run
+
+
+@dataclass
+class LaneResult:
+    prompt: str
+    session: str
+    lane: str
+    preset: str
+    steps: int
+    own: float
+    robust: float
+    verified: float
+    judge_sim: float = float("nan")
+    judge_rank: int = 0
+    judge_candidates: int = 0
+    judge_top: str = ""
+
+    def row(self) -> list[str]:
+        f = lambda v: "" if v != v else f"{v:.4f}"  # noqa: E731 - NaN -> empty cell
+        return [self.prompt, self.session, self.lane, self.preset, str(self.steps), f(self.own), f(self.robust),
+                f(self.verified), f(self.judge_sim), str(self.judge_rank or ""), str(self.judge_candidates or ""),
+                self.judge_top]
+
+
+def lane_results(run, name: str) -> list[LaneResult]:
+    """Own (last raw similarity), robust and verified (measured at the final step) per lane."""
+    e = run.engine
+    e.flush()
+    if any(not len(ln.evals) or int(ln.evals[-1, 0]) != ln.steps for ln in e.lanes.values()):
+        e.evaluate()
+    out = []
+    for lane, ln in e.lanes.items():
+        own = float(ln.history[-1, 0]) if len(ln.history) else float("nan")
+        robust, verified = (float(ln.evals[-1, 1]), float(ln.evals[-1, 2])) if len(ln.evals) else (np.nan, np.nan)
+        out.append(LaneResult(e.prompt, name, lane, ln.params.preset, ln.steps, own, robust, verified))
+    return out
+
+
+def judge_results(results: list[LaneResult], outdir: Path, judge: Judge) -> None:
+    """The judge's similarity of each lane's final.png to the prompt, and its rank among the captions."""
+    from clipterm.score import PromptScorer
+
+    for r in results:
+        img = read_image(outdir / r.session / sess.lane_dir_name(r.lane) / "final.png")
+        r.judge_sim = PromptScorer(judge.bundle, r.prompt).score_image(img)
+        main = max(parse_prompt(r.prompt), key=lambda t: t.weight).text
+        v = judge.rank_image(img, main)
+        r.judge_rank, r.judge_candidates, r.judge_top = int(v.prompt_rank or 0), len(v.captions), v.top
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ClipTermError(f"{path}: cannot write ({e.strerror})") from None
+
+
+def write_summary(outdir: Path, results: list[LaneResult], judge_name: str) -> tuple[Path, Path]:
+    """summary.csv (one row per prompt and lane) and the same table as summary.md."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(SUMMARY_COLUMNS)
+    for r in results:
+        w.writerow(r.row())
+    csv_path, md_path = outdir / "summary.csv", outdir / "summary.md"
+    _write_atomic(csv_path, buf.getvalue())
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"# clipterm batch: {len({r.prompt for r in results})} prompts", "",
+             f"own = last raw similarity on the optimized model; robust = mean over 16 held-out views; "
+             f"verified = after an 8-bit PNG round trip; judge = {judge_name}'s similarity of final.png to the "
+             f"prompt, and its rank of the prompt among the base captions.", "",
+             "| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    for r in results:
+        lines.append("| " + " | ".join(cell(c) for c in r.row()) + " |")
+    _write_atomic(md_path, "\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+def run_batch(args: argparse.Namespace, log=_err) -> int:
+    """The `run --prompts-file` command: every prompt to --steps, then the summary table."""
+    from clipterm.cli import _Progress
+    from clipterm.models import load_model
+
+    if args.prompt is not None:
+        raise ClipTermError("--prompt and --prompts-file are exclusive: put the prompt in the file")
+    if args.retarget:
+        raise ClipTermError("--retarget is not supported with --prompts-file; retarget sessions one by one")
+    prompts = read_prompts(args.prompts_file)
+    outdir = Path(args.out)
+    if outdir.exists() and (not outdir.is_dir() or sess.is_session(outdir)):
+        raise ClipTermError(f"{outdir}: must be a directory of sessions (it is a file or a single session)")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ClipTermError(f"{outdir}: cannot create ({e.strerror})") from None
+    if args.autosave_seconds < 0 or args.autosave_seconds != args.autosave_seconds:
+        raise ClipTermError("--autosave-seconds must be >= 0")
+    judge = Judge(load_model(DEFAULT_JUDGE, None, args.device))  # fail before any long run
+    models = _Models(args, log)
+    names = session_names(prompts)
+    stop = {"sig": 0}
+
+    def on_signal(signum, _frame) -> None:
+        stop["sig"] = signum
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    results: list[LaneResult] = []
+    try:
+        for k, (prompt, name) in enumerate(zip(prompts, names), 1):
+            path = outdir / name
+            run = open_session(path, prompt, args, models)
+            try:
+                if not args.quiet:
+                    log(f"[{k}/{len(prompts)}] {prompt!r} -> {path} (step {run.steps})")
+                progress = _Progress(args.steps, run.steps, args.quiet)
+                while run.steps < args.steps and not stop["sig"]:
+                    run.step()
+                    if run.steps % 10 == 0 or run.steps == args.steps:
+                        run.engine.flush()
+                        progress.update(run.steps, {n: float(ln.history[-1, 0])
+                                                    for n, ln in run.engine.lanes.items()})
+                if stop["sig"]:
+                    run.save()
+                    log(f"stopped by signal {stop['sig']} at step {run.steps} of {path}; saved it")
+                    return 128 + stop["sig"]
+                results.extend(lane_results(run, name))
+                run.save()
+            finally:
+                run.close()
+        judge_results(results, outdir, judge)
+        csv_path, md_path = write_summary(outdir, results, judge.bundle.name)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if not args.quiet:
+        log(f"{len(prompts)} sessions in {outdir}; summary in {csv_path} and {md_path}")
+    print(md_path.read_text(encoding="utf-8"), end="")
+    return 0

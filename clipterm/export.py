@@ -1,0 +1,184 @@
+"""Exports of a saved session: the canvas as PNG, the trajectory as a GIF, a contact sheet of the lanes.
+
+Everything is read from the session on disk (validated by session.load), so exports work on a
+session another clipterm is still running, and never need the model. Upscaling is NEAREST so
+every model pixel stays a crisp square: the point is to see what the model made, not to smooth it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from clipterm import session as sess
+from clipterm.engine import LANES
+from clipterm.errors import ClipTermError
+
+FORMATS = ("png", "gif", "sheet")
+PNG_TARGET = 512  # the upscaled PNG copy is at least this wide
+GIF_TARGET = 256
+SHEET_TARGET = 256  # each lane's panel on the contact sheet
+GIF_FRAME_MS = 100
+MARGIN = 12
+FONT_SIZE = 14
+LINE = 18  # text line height on the sheet
+HEADER_LINES = 2
+FOOTER_LINES = 3
+BG = (24, 24, 28)
+FG = (235, 235, 235)
+DIM = (160, 160, 170)
+
+
+def auto_scale(size: int, target: int) -> int:
+    """Smallest whole factor that makes `size` at least `target` (at least 1)."""
+    return max(1, math.ceil(target / max(1, size)))
+
+
+def to_uint8(canvas: np.ndarray) -> np.ndarray:
+    """(3,H,W) float in [0,1] -> (H,W,3) uint8, rounded as final.png is."""
+    return (np.clip(canvas, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+
+
+def upscale(img: Image.Image, k: int) -> Image.Image:
+    return img if k == 1 else img.resize((img.width * k, img.height * k), Image.NEAREST)
+
+
+def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """Cut `text` with an ellipsis so it fits `width` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _open(path: Path, lane: str | None) -> sess.Session:
+    s = sess.load(Path(path))
+    if lane is not None:
+        if lane not in LANES:
+            raise ClipTermError(f"--lane must be one of {', '.join(LANES)}, got {lane!r}")
+        if lane not in s.lanes:
+            raise ClipTermError(f"{path}: has no lane {lane} (lanes: {', '.join(s.lanes)})")
+    return s
+
+
+def _prepare_out(out: Path) -> Path:
+    out = Path(out)
+    if out.is_dir():
+        raise ClipTermError(f"{out}: is a directory; give a file name")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ClipTermError(f"{out.parent}: cannot create output directory ({e.strerror})") from None
+    return out
+
+
+def _save(img: Image.Image, out: Path, **kw: object) -> None:
+    try:
+        img.save(out, **kw)
+    except OSError as e:
+        raise ClipTermError(f"{out}: cannot write ({e.strerror or e})") from None
+
+
+def upscaled_name(out: Path, k: int) -> Path:
+    return out.with_name(f"{out.stem}-x{k}.png")
+
+
+def export_png(session: Path, lane: str, out: Path, scale: int | None = None) -> list[Path]:
+    """The lane's canvas at native size, plus an upscaled copy next to it (NAME-xK.png)."""
+    s = _open(session, lane)
+    out = _prepare_out(out)
+    img = Image.fromarray(to_uint8(s.arrays[lane]["image"]))
+    k = scale or auto_scale(img.width, PNG_TARGET)
+    big = upscaled_name(out, k)
+    _save(img, out, format="PNG")
+    _save(upscale(img, k), big, format="PNG")
+    return [out, big]
+
+
+def export_gif(session: Path, lane: str, out: Path, scale: int | None = None,
+               frame_ms: int = GIF_FRAME_MS) -> list[Path]:
+    """The lane's saved trajectory (frames/lane-X.npy) as a looping GIF."""
+    s = _open(session, lane)
+    frames, _steps = s.frames.get(lane, (np.zeros((0,)), None))
+    if not len(frames):
+        raise ClipTermError(f"{session}: lane {lane} has no saved frames to animate")
+    out = _prepare_out(out)
+    k = scale or auto_scale(frames.shape[2], GIF_TARGET)
+    images = [upscale(Image.fromarray(f), k) for f in frames]
+    _save(images[0], out, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0,
+          optimize=False)
+    return [out]
+
+
+def sheet_size(n_lanes: int, panel: int) -> tuple[int, int]:
+    """(width, height) of a contact sheet with `n_lanes` panels of `panel` pixels."""
+    width = n_lanes * panel + (n_lanes + 1) * MARGIN
+    height = MARGIN + HEADER_LINES * LINE + MARGIN + panel + MARGIN // 2 + FOOTER_LINES * LINE + MARGIN
+    return width, height
+
+
+def _lane_scores(arrays: dict[str, np.ndarray], steps: int) -> list[str]:
+    """Footer lines: own (last raw similarity), robust and verified (latest measurement)."""
+    h, ev = arrays["history"], arrays["evals"]
+    own = f"own {h[-1, 0]:.4f}" if len(h) else "own -"
+    if len(ev):
+        at = "" if int(ev[-1, 0]) == steps else f"  (@{int(ev[-1, 0])})"
+        return [own, f"robust {ev[-1, 1]:.4f}  verified {ev[-1, 2]:.4f}{at}"]
+    return [own, "robust -  verified -"]
+
+
+def export_sheet(session: Path, out: Path, scale: int | None = None) -> list[Path]:
+    """Lanes A and B side by side, upscaled, with the prompt, step and scores written on the sheet."""
+    s = _open(session, None)
+    out = _prepare_out(out)
+    lanes = [n for n in LANES if n in s.lanes]
+    size = s.arrays[lanes[0]]["image"].shape[-1]
+    k = scale or auto_scale(size, SHEET_TARGET)
+    panel = size * k
+    width, height = sheet_size(len(lanes), panel)
+    sheet = Image.new("RGB", (width, height), BG)
+    draw = ImageDraw.Draw(sheet)
+    font = _font()
+    text_w = width - 2 * MARGIN
+    y = MARGIN
+    draw.text((MARGIN, y), _fit(draw, s.prompt, font, text_w), fill=FG, font=font)
+    model = f"{s.model.get('name', '?')}"
+    draw.text((MARGIN, y + LINE), _fit(draw, f"step {s.steps}   model {model}   seed {s.seed}", font, text_w),
+              fill=DIM, font=font)
+    top = MARGIN + HEADER_LINES * LINE + MARGIN
+    for i, lane in enumerate(lanes):
+        x = MARGIN + i * (panel + MARGIN)
+        img = upscale(Image.fromarray(to_uint8(s.arrays[lane]["image"])), k)
+        sheet.paste(img, (x, top))
+        ty = top + panel + MARGIN // 2
+        lines = [f"lane {lane.upper()}  {s.lanes[lane].preset}"] + _lane_scores(s.arrays[lane], s.steps)
+        for j, line in enumerate(lines):
+            draw.text((x, ty + j * LINE), _fit(draw, line, font, panel), fill=FG if j == 0 else DIM, font=font)
+    _save(sheet, out, format="PNG")
+    return [out]
+
+
+def export(session: Path, lane: str, fmt: str, out: Path, scale: int | None = None) -> list[Path]:
+    """Dispatch on `fmt` (png, gif or sheet); returns the files written."""
+    if fmt not in FORMATS:
+        raise ClipTermError(f"unknown export format {fmt!r}: use {', '.join(FORMATS)}")
+    if scale is not None and not 1 <= scale <= 64:
+        raise ClipTermError(f"--scale must be within 1..64, got {scale}")
+    if lane not in LANES:
+        raise ClipTermError(f"--lane must be one of {', '.join(LANES)}, got {lane!r}")
+    if fmt == "png":
+        return export_png(session, lane, out, scale)
+    if fmt == "gif":
+        return export_gif(session, lane, out, scale)
+    return export_sheet(session, out, scale)

@@ -1,0 +1,129 @@
+"""`clipterm export`: real PNG/GIF files of the expected sizes and content, and one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+from clipterm import export as ex
+from clipterm import session as sess
+from clipterm.cli import main
+
+PROMPT = "a yellow circle on a black background"
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    """main() as the shell sees it: argparse errors raise SystemExit(2), everything else returns."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    path = tmp_path_factory.mktemp("export") / "s"
+    assert main(["run", str(path), "--prompt", PROMPT, "--steps", "8", "--model", "shapes-a", "--device", "cpu",
+                 "--frame-every", "2", "--eval-every", "4", "--quiet"]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_lane(tmp_path_factory):
+    path = tmp_path_factory.mktemp("export1") / "s"
+    assert main(["run", str(path), "--prompt", PROMPT, "--steps", "2", "--model", "shapes-a", "--device", "cpu",
+                 "--lanes", "b", "--quiet"]) == 0
+    return path
+
+
+def test_png_native_and_upscaled(session, tmp_path, capsys):
+    out = tmp_path / "a.png"
+    code, stdout, err = run_main(capsys, "export", session, "--lane", "a", "--format", "png", "--out", out)
+    assert code == 0, err
+    big = tmp_path / "a-x8.png"
+    assert stdout.split() == [str(out), str(big)]
+    native, up = Image.open(out), Image.open(big)
+    assert native.format == "PNG" and native.size == (64, 64)
+    assert up.format == "PNG" and up.size == (512, 512)
+    final = np.asarray(Image.open(session / "lane-a" / "final.png"))
+    assert np.array_equal(np.asarray(native), final)
+    up_arr = np.asarray(up)
+    assert np.array_equal(up_arr[::8, ::8], final) and np.array_equal(up_arr[7::8, 7::8], final)  # NEAREST
+
+
+def test_gif_is_the_trajectory(session, tmp_path, capsys):
+    out = tmp_path / "b.gif"
+    code, _, err = run_main(capsys, "export", session, "--lane", "b", "--format", "gif", "--out", out, "--scale", "2")
+    assert code == 0, err
+    frames = sess.load(session).frames["b"][0]
+    assert len(frames) == 5  # steps 0, 2, 4, 6, 8
+    gif = Image.open(out)
+    assert gif.format == "GIF" and gif.size == (128, 128) and gif.info.get("loop") == 0
+    shown = [np.asarray(f.convert("RGB"), dtype=np.float32) for f in ImageSequence.Iterator(gif)]
+    assert len(shown) == len(frames)
+    for got, want in zip(shown, frames):  # a GIF has a 256-colour palette: close, not exact
+        assert np.abs(got[::2, ::2] - want.astype(np.float32)).mean() < 12
+
+
+def test_contact_sheet_has_both_lanes_and_text(session, tmp_path, capsys):
+    out = tmp_path / "sheet.png"
+    code, _, err = run_main(capsys, "export", session, "--format", "sheet", "--out", out)
+    assert code == 0, err
+    sheet = Image.open(out)
+    assert sheet.format == "PNG" and sheet.size == ex.sheet_size(2, 256) == (548, 388)
+    arr = np.asarray(sheet.convert("RGB"))
+    top = ex.MARGIN + ex.HEADER_LINES * ex.LINE + ex.MARGIN
+    for i, lane in enumerate("ab"):
+        x = ex.MARGIN + i * (256 + ex.MARGIN)
+        panel = arr[top:top + 256, x:x + 256]
+        final = np.asarray(Image.open(session / f"lane-{lane}" / "final.png"))
+        assert np.array_equal(panel[::4, ::4], final)
+        footer = arr[top + 256:, x:x + 256]
+        assert (footer.max(axis=2) > 150).sum() > 100  # scores written under the panel
+    header = arr[:top - ex.MARGIN]
+    assert (header.max(axis=2) > 150).sum() > 200  # the prompt and step line
+
+
+def test_sheet_text_is_drawn_from_the_session():
+    s_hist = np.array([[0.5, 0, 0, 0, 0, 0], [0.6125, 0, 0, 0, 0, 0]], np.float32)
+    evals = np.array([[1, 0.25, 0.375]], np.float32)
+    lines = ex._lane_scores({"history": s_hist, "evals": evals}, steps=2)
+    assert lines == ["own 0.6125", "robust 0.2500  verified 0.3750  (@1)"]
+
+
+def test_one_lane_sheet(one_lane, tmp_path, capsys):
+    out = tmp_path / "one.png"
+    code, _, err = run_main(capsys, "export", one_lane, "--format", "sheet", "--out", out, "--scale", "3")
+    assert code == 0, err
+    assert Image.open(out).size == ex.sheet_size(1, 192)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--lane", "c"], "--lane must be one of a, b"),
+    (["--format", "jpeg"], "unknown export format"),
+    (["--format", "png", "--scale", "0"], "--scale"),
+])
+def test_bad_options_one_line_exit_2(session, tmp_path, capsys, args, needle):
+    code, _, err = run_main(capsys, "export", session, "--out", tmp_path / "x.png", *args)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_bad_inputs_one_line_exit_2(session, one_lane, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    cases = [
+        ([one_lane, "--lane", "a", "--out", tmp_path / "x.png"], "has no lane a"),
+        ([tmp_path / "missing", "--out", tmp_path / "x.png"], "missing"),
+        ([tmp_path / "empty", "--out", tmp_path / "x.png"], "not a clipterm session"),
+        ([session, "--out", tmp_path], "is a directory"),
+        ([session, "--out", tmp_path / "file" / "x.png"], "cannot"),
+        ([session, "--format", "gif", "--out", tmp_path / "file" / "x.gif"], "cannot"),
+    ]
+    for argv, needle in cases:
+        code, _, err = run_main(capsys, "export", *argv)
+        assert code == 2, argv
+        assert needle in err and len(err.strip().splitlines()) == 1, (argv, err)
