@@ -31,8 +31,11 @@ CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTH
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """`clipterm ARGV` in this process: (exit code, stdout, stderr)."""
-    code = main([str(a) for a in argv])
+    """`clipterm ARGV` in this process, as the shell sees it: (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse errors
+        code = e.code
     out = capsys.readouterr()
     return code, out.out, out.err
 

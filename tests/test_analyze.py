@@ -5,20 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from sessionkit import cli as run_main
 
 from clipterm.cli import main
 
 PROMPT = "a red triangle on a white background"
 
-
-def run_main(capsys, *argv: str) -> tuple[int, str, str]:
-    """main() as the shell sees it: argparse errors raise SystemExit(2), everything else returns."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def make_session(path, model: str, *extra: str) -> None:

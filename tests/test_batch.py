@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sessionkit import cli as run_main
 
 from clipterm import batch
 from clipterm import session as sess
@@ -18,14 +19,6 @@ from clipterm.runner import Run
 PROMPTS = ["a red circle on a white background", "a blue square on a black background",
            "a green triangle on a white background"]
 
-
-def run_main(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def write_prompts(path, lines: list[str]):

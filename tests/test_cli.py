@@ -10,16 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sessionkit import cli as run_main
 
 from clipterm.cli import main
 
 PROMPT = "a green triangle on a white background"
 
-
-def run_main(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_run_writes_the_documented_outputs(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image, ImageSequence
+from sessionkit import cli as run_main
 
 from clipterm import export as ex
 from clipterm import session as sess
@@ -12,15 +13,6 @@ from clipterm.cli import main
 
 PROMPT = "a yellow circle on a black background"
 
-
-def run_main(capsys, *argv: str) -> tuple[int, str, str]:
-    """main() as the shell sees it: argparse errors raise SystemExit(2), everything else returns."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -11,22 +11,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sessionkit import cli as run_main
 
 from clipterm import score as sc
-from clipterm.cli import main
 from clipterm.errors import ClipTermError
 from clipterm.shapes import render
 
 PROMPT = "a red circle on a white background"
 
-
-def run_main(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture()
