@@ -1,0 +1,116 @@
+"""The Textual app: `clipterm [SESSION]` opens (or resumes) a session and shows it live.
+
+Imports of Textual and textual-image happen inside `run_app`, because textual-image queries the
+terminal when imported and must do so before Textual takes the terminal over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import re
+import sys
+from pathlib import Path
+
+DEFAULT_PROMPT = "a red circle on a black background"
+SESSIONS_DIR = Path("sessions")
+RENDERERS = ("auto", "kitty", "sixel", "halfcell", "unicode")
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """Lowercase words joined by '-', for readable session names."""
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:limit].rstrip("-") or "session"
+
+
+def new_session_path(prompt: str, root: Path = SESSIONS_DIR, now: _dt.datetime | None = None) -> Path:
+    """sessions/YYYYMMDD-HHMMSS-prompt-slug, with -2, -3... if that name is taken."""
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    base = root / f"{stamp}-{slug(prompt)}"
+    path, n = base, 2
+    while path.exists():
+        path = base.with_name(f"{base.name}-{n}")
+        n += 1
+    return path
+
+
+def image_class(render: str):
+    """The textual-image widget class for --render (auto asks the terminal what it supports)."""
+    import textual_image.renderable as tir
+    import textual_image.widget as tiw
+
+    from clipterm.app.render import FastHalfcellImage
+
+    classes = {"auto": tiw.Image, "kitty": tiw.TGPImage, "sixel": tiw.SixelImage, "halfcell": FastHalfcellImage,
+               "unicode": tiw.UnicodeImage}
+    if render not in classes:
+        raise ValueError(f"--render must be one of {', '.join(RENDERERS)}")
+    if render == "auto" and tir.Image is tir.HalfcellImage:  # the terminal has no image protocol
+        return FastHalfcellImage
+    return classes[render]
+
+
+def build_app(args: argparse.Namespace, log_stream=None):
+    """Open the run (new or resumed) from parsed args and wrap it in the app; the app owns the run."""
+    from clipterm import session as sess
+    from clipterm.app.controller import read_ui_state
+    from clipterm.app.ui import ClipTermApp
+    from clipterm.cli import open_run
+    from clipterm.errors import ClipTermError
+
+    if args.fps is None or not 0 < args.fps <= 60:
+        raise ClipTermError("--fps must be within (0, 60]")
+    path = args.session
+    if path is None:
+        path = new_session_path(args.prompt or DEFAULT_PROMPT)
+    resuming = path.exists() and sess.is_session(path)
+    if not resuming and args.prompt is None:
+        args.prompt = DEFAULT_PROMPT
+    image_cls = image_class(args.render)
+    lines: list[str] = []
+
+    def log(msg: str) -> None:
+        lines.append(msg.replace(str(path), path.name))
+        if log_stream is not None:
+            log_stream.write(f"clipterm: {msg}\n")
+            log_stream.flush()
+
+    if log_stream is not None:
+        log_stream.write(f"clipterm: opening {path} …\n")
+    run = open_run(args, path, log=log)
+    try:
+        ui_state = read_ui_state(path) if resuming else {}
+        judge = None if args.judge == "none" else args.judge
+        return ClipTermApp(run, image_cls=image_cls, fps=args.fps, paused=args.paused, judge=judge,
+                           startup_log=lines, ui_state=ui_state)
+    except BaseException:
+        run.close()
+        raise
+
+
+def settle_heap() -> None:
+    """Freeze what is alive after start-up (torch, the model, the app) out of the garbage collector's view.
+
+    Torch and open_clip leave millions of long-lived objects; a full collection walked them all and
+    froze the screen for up to ~0.7 s now and then. Frozen objects are never collected, which is
+    right for these, and the collector stays fast for the short-lived objects drawing makes.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+def run_app(args: argparse.Namespace) -> int:
+    """Run the app until quit; whatever ends it (q, ctrl+c, SIGHUP, a crash), the session is saved."""
+    app = build_app(args, log_stream=sys.stderr)
+    settle_heap()
+    try:
+        code = app.run()
+    finally:
+        app.controller.shutdown()
+    if not app.controller.saved_ok:
+        sys.stderr.write(f"clipterm: the final save of {app.run_.path} failed; the previous save is kept\n")
+        return 1
+    sys.stderr.write(f"clipterm: saved {app.run_.path} at step {app.run_.steps}\n")
+    return code or 0

@@ -1,0 +1,455 @@
+"""The engine side of the app: a loop run in a Textual thread worker.
+
+Only this thread touches the engine (and so its tensors). The UI asks for changes through a
+thread-safe command queue, applied between steps, and learns about the run only from immutable
+`Snapshot`s and log lines that the loop posts as Textual messages (post_message is thread-safe).
+Snapshots are throttled to `fps` and carry device-downsampled previews, so a fast run never floods
+the screen. A failing step (out of memory, NaN, a model error) pauses the run, rolls the engine
+back to its last save and reports; the loop itself never dies.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import tomllib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tomli_w
+from textual.message import Message
+
+from clipterm import session as sess
+from clipterm.engine import EngineError
+from clipterm.errors import ClipTermError, SessionError
+from clipterm.presets import LaneParams
+from clipterm.runner import Run
+
+SPARK_POINTS = 240
+PREVIEW_SIZE = 128
+UI_STATE = "app.toml"
+
+
+# ---------------------------------------------------------------------------- what the UI sees
+@dataclass(frozen=True)
+class JudgeView:
+    rank: int
+    of: int
+    score: float
+    top: str
+
+
+@dataclass(frozen=True)
+class LaneView:
+    """One lane as of a snapshot; plain host data only."""
+
+    name: str
+    params: LaneParams
+    sims: np.ndarray  # last SPARK_POINTS raw similarities
+    current: float | None
+    best: float | None
+    robust: float | None
+    verified: float | None
+    judge: JudgeView | None
+    preview: np.ndarray | None  # uint8 HWC
+    frame_steps: tuple[int, ...]
+    frame_sims: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    steps: int
+    running: bool
+    failed: bool
+    rate: float
+    prompt: str
+    saved_step: int
+    lanes: dict[str, LaneView]
+
+
+class SnapshotReady(Message):
+    """A new view of the run for the screen."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class LogLine(Message):
+    """A line for the Log pane; level: info, warning, error. `notify` also shows a toast."""
+
+    def __init__(self, step: int, text: str, level: str = "info", notify: bool = False) -> None:
+        super().__init__()
+        self.step, self.text, self.level, self.notify = step, text, level, notify
+
+
+class CommandDone(Message):
+    """The outcome of a queued command (error is the reason it was refused, or None)."""
+
+    def __init__(self, kind: str, args: tuple, error: str | None) -> None:
+        super().__init__()
+        self.kind, self.args, self.error = kind, args, error
+
+
+class WorkerStopped(Message):
+    """The loop has ended and its final save is done (or failed)."""
+
+
+# ---------------------------------------------------------------------------- UI state file
+def read_ui_state(path: Path) -> dict:
+    """Active lane and split view remembered next to the session (missing or broken: defaults)."""
+    try:
+        doc = tomllib.loads((Path(path) / UI_STATE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+    out = {}
+    if doc.get("lane") in ("a", "b"):
+        out["lane"] = doc["lane"]
+    if isinstance(doc.get("split"), bool):
+        out["split"] = doc["split"]
+    return out
+
+
+def write_ui_state(path: Path, state: dict) -> None:
+    tmp = Path(path) / (UI_STATE + ".tmp")
+    tmp.write_bytes(tomli_w.dumps(state).encode())
+    os.replace(tmp, Path(path) / UI_STATE)
+
+
+# ---------------------------------------------------------------------------- the loop
+@dataclass
+class Command:
+    kind: str
+    args: tuple = ()
+
+
+@dataclass
+class _Rate:
+    window: float = 2.0
+    marks: deque = field(default_factory=deque)
+
+    def add(self, t: float, steps: int) -> None:
+        self.marks.append((t, steps))
+        while len(self.marks) > 2 and t - self.marks[0][0] > self.window:
+            self.marks.popleft()
+
+    def value(self) -> float:
+        if len(self.marks) < 2:
+            return 0.0
+        (t0, s0), (t1, s1) = self.marks[0], self.marks[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def _oom_types() -> tuple[type, ...]:
+    import torch
+
+    kinds = [getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)]
+    return tuple(k for k in kinds if k is not None)
+
+
+class Controller:
+    """Owns the Run while the app is up. `loop()` runs in the worker thread; `submit()` from anywhere."""
+
+    def __init__(self, run: Run, post: Callable[[Message], object], *, fps: float = 4.0, paused: bool = False,
+                 judge: str | None = "shapes-b", preview_size: int = PREVIEW_SIZE) -> None:
+        self.run = run
+        self.post = post
+        self.interval = 1.0 / fps if fps > 0 else 0.25
+        self.running = not paused
+        self.failed = False
+        self.judge_name = judge
+        self.preview_size = preview_size
+        self.commands: queue.Queue[Command] = queue.Queue()
+        self.stopping = threading.Event()
+        self.done = threading.Event()
+        self.view = {"lane": "a", "split": False}  # set by the UI; plain assignment is atomic
+        self.cancelled: Callable[[], bool] = lambda: False
+        self._judge = None
+        self._judged: dict[str, tuple[int, str]] = {}
+        self._verdicts: dict[str, object] = {}
+        self._rate = _Rate()
+        self._inflight = threading.Event()  # a snapshot is posted and not yet shown: do not pile up
+        self._dirty = True
+        self._last_pub = 0.0
+        self.saved_ok = False
+
+    # ------------------------------------------------------------------ called from the UI thread
+    def submit(self, kind: str, *args: object) -> None:
+        self.commands.put(Command(kind, args))
+
+    def ack(self) -> None:
+        """The UI has drawn the last snapshot; the next one may be posted."""
+        self._inflight.clear()
+
+    def stop(self) -> None:
+        """Ask the loop to end (it saves first); returns at once."""
+        self.stopping.set()
+        self.commands.put(Command("wake"))
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Stop, wait for the final save, release the session lock. Safe to call twice."""
+        self.stop()
+        if not self.done.wait(timeout):
+            return  # the worker is stuck inside a step; the lock dies with the process
+        self.run.close()
+
+    # ------------------------------------------------------------------ the worker thread
+    def log(self, text: str, level: str = "info", notify: bool = False) -> None:
+        self.post(LogLine(self.run.steps, text, level, notify))
+
+    def loop(self) -> None:
+        """Step, apply commands between steps, publish throttled snapshots; save on the way out."""
+        self._lower_priority()
+        try:
+            self._load_judge()
+            self._refresh_judge(force=True)
+            self._publish()
+            while not self.stopping.is_set() and not self.cancelled():
+                self._drain(block=not self.running or self.failed)
+                if self.stopping.is_set() or self.cancelled():
+                    break
+                if self.running and not self.failed:
+                    self._guarded(self._step_once)
+                # a command's effect is shown at once; a running lane at most `fps` times a second
+                due = self._dirty or (self.running and time.monotonic() - self._last_pub >= self.interval)
+                if due and not self._inflight.is_set():
+                    self._guarded(self._publish)
+        finally:
+            self._final_save()
+            self.done.set()
+            self.post(WorkerStopped())
+
+    def _lower_priority(self) -> None:
+        """Let the UI thread win the CPU: nice this thread (and torch's CPU threads it starts)."""
+        nice = int(os.environ.get("CLIPTERM_WORKER_NICE", "5"))
+        if nice <= 0 or not hasattr(os, "setpriority"):
+            return
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+        except OSError:
+            pass
+
+    def _final_save(self) -> None:
+        try:
+            if not self.failed:
+                self.run.save()
+                self._write_ui_state()
+                self.log(f"saved at step {self.run.steps}")
+            self.saved_ok = True
+        except Exception as e:  # the app must still exit; the previous save stands
+            self.log(f"final save failed: {e}; the previous save (step {self.run.saved_step}) is kept", "error")
+
+    def _drain(self, block: bool) -> None:
+        try:
+            cmd = self.commands.get(timeout=0.1) if block else self.commands.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._apply(cmd)
+            try:
+                cmd = self.commands.get_nowait()
+            except queue.Empty:
+                return
+
+    def _apply(self, cmd: Command) -> None:
+        if cmd.kind == "wake":
+            return
+        handler = getattr(self, f"_cmd_{cmd.kind.replace('-', '_')}", None)
+        error = None
+        if handler is None:
+            error = f"unknown command {cmd.kind!r}"
+        else:
+            try:
+                handler(*cmd.args)
+            except EngineError as e:  # the canvas went bad while stepping
+                error = str(e)
+                self._fail(e)
+            except ClipTermError as e:  # refused: the reason goes back to the field that asked
+                error = str(e)
+                if cmd.kind not in ("set_param", "set_preset", "set_prompt"):
+                    self.log(f"{cmd.kind}: {error}", "error", notify=True)
+            except Exception as e:
+                error = f"{type(e).__name__}: {e}"
+                self._fail(e)
+        self._dirty = True
+        self.post(CommandDone(cmd.kind, cmd.args, error))
+
+    def _guarded(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as e:
+            self._fail(e)
+
+    def _step_once(self) -> None:
+        run = self.run
+        evals_before = {n: len(ln.evals) for n, ln in run.engine.lanes.items()}
+        if run.step(1):
+            self.log(f"autosaved at step {run.steps}")
+            self._write_ui_state()
+        self._rate.add(time.monotonic(), run.steps)
+        if any(len(ln.evals) != evals_before[n] for n, ln in run.engine.lanes.items()):
+            self._refresh_judge()
+
+    # ------------------------------------------------------------------ failures
+    def _fail(self, e: BaseException) -> None:
+        """Report, pause, and put the engine back to its last save so the user can continue."""
+        if isinstance(e, _oom_types()):
+            msg = (f"out of memory on {self.run.engine.device} at step {self.run.steps}: lower 'views' or use a "
+                   f"smaller model, then resume")
+        elif isinstance(e, ClipTermError):
+            msg = str(e)
+        else:
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        self.running = False
+        self.log(f"{msg} (paused)", "error", notify=True)
+        self._dirty = True
+        if isinstance(e, (SessionError, OSError)):
+            return  # the engine is fine, the disk is not: keep the canvas, the previous save stands
+        self.failed = True
+        try:
+            self._rollback()
+            self.failed = False
+            self.log(f"rolled back to the last save (step {self.run.steps}); change parameters and press "
+                     f"space to continue", "warning")
+        except Exception as e2:
+            self.log(f"could not roll back to the last save: {e2}; the session on disk is untouched", "error")
+        self._dirty = True
+
+    def _rollback(self) -> None:
+        run = self.run
+        e = run.engine
+        s = sess.load(run.path)
+        for name in e.lanes:
+            e.load_lane_state(name, s.arrays[name])
+        e.probe.load(s.arrays)  # layer-probe records, back to the same step
+        for name, (frames, steps) in s.frames.items():
+            run.frames[name] = list(frames)
+            run.frame_steps[name] = [int(x) for x in steps]
+        run.saved_step = run.steps
+        self._judged.clear()
+        self._refresh_judge()
+
+    # ------------------------------------------------------------------ commands (worker thread)
+    def _cmd_pause(self, paused: bool | None = None) -> None:
+        self.running = (not self.running) if paused is None else not paused
+        if self.running:
+            self.failed = False
+            self._rate = _Rate()
+        self.log("running" if self.running else "paused")
+
+    def _cmd_step(self, n: int = 1) -> None:
+        for _ in range(int(n)):
+            self._step_once()
+        self.run.engine.flush()
+
+    def _cmd_save(self) -> None:
+        self.run.save()
+        self._write_ui_state()
+        self.log(f"saved at step {self.run.steps}")
+
+    def _cmd_set_prompt(self, text: str) -> None:
+        old = self.run.engine.prompt
+        warns = self.run.engine.set_prompt(text)
+        self.log(f"prompt: {old!r} → {text!r} (re-encoded; both lanes continue from their canvas)")
+        for w in warns:
+            self.log(f"warning: {w}", "warning", notify=True)
+        self._judged.clear()
+        self._refresh_judge()
+
+    def _cmd_set_param(self, lane: str, key: str, value: object) -> None:
+        old = getattr(self.run.engine.lane(lane).params, key)
+        new = getattr(self.run.engine.set_param(lane, key, value), key)
+        self.log(f"lane {lane.upper()}: {key} {_fmt(old)} → {_fmt(new)}")
+
+    def _cmd_set_preset(self, lane: str, name: str) -> None:
+        old = self.run.engine.lane(lane).params.preset
+        self.run.engine.set_preset(lane, name)
+        self.log(f"lane {lane.upper()}: preset {old} → {name}")
+
+    def _cmd_set_theme(self, name: str) -> None:
+        if self.run.theme != name:
+            self.run.theme = name
+
+    def _cmd_export(self, lane: str, folder: str) -> None:
+        """The live canvas at full model resolution, as 8-bit PNG (what `final.png` would hold now)."""
+        from PIL import Image
+
+        e = self.run.engine
+        img = e.preview(lane, e.bundle.image_size)
+        dest = Path(folder) / f"lane-{lane}-step-{self.run.steps:07d}.png"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(dest)
+        self.log(f"exported lane {lane.upper()} at step {self.run.steps} to {dest}")
+
+    # ------------------------------------------------------------------ judge and snapshots
+    def _load_judge(self) -> None:
+        if not self.judge_name or self.judge_name == "none":
+            return
+        try:
+            from clipterm.judge import Judge
+            from clipterm.models import load_model
+
+            self._judge = Judge(load_model(self.judge_name, device=str(self.run.engine.device)))
+            self.log(f"judge: {self.judge_name} ranks the 24 base captions and the prompt")
+        except Exception as e:
+            self.log(f"judge {self.judge_name} unavailable: {e}", "warning")
+
+    def _refresh_judge(self, force: bool = False) -> None:
+        """Ask the independent model how it ranks the prompt for each lane's canvas (at each eval)."""
+        if self._judge is None:
+            return
+        e = self.run.engine
+        prompt = next((t.text for t in e.terms if t.weight > 0), e.prompt)
+        for name in e.lanes:
+            key = (self.run.steps, prompt)
+            if not force and self._judged.get(name) == key:
+                continue
+            v = self._judge.rank_canvas(e.shown(name), prompt)
+            self._verdicts[name] = JudgeView(int(v.prompt_rank or 0), len(v.captions), float(v.prompt_score or 0.0),
+                                             v.top)
+            self._judged[name] = key
+
+    def _publish(self) -> None:
+        run, e = self.run, self.run.engine
+        e.flush()
+        lanes = {}
+        for name, ln in e.lanes.items():
+            h = ln.history
+            col = h[:, 0]
+            fsteps = tuple(run.frame_steps[name])
+            fs = tuple(float(col[s - 1]) if 0 < s <= len(col) else float("nan") for s in fsteps)
+            lanes[name] = LaneView(
+                name=name, params=ln.params, sims=np.array(col[-SPARK_POINTS:], np.float32),
+                current=float(col[-1]) if len(col) else None,
+                best=float(np.nanmax(col)) if np.isfinite(col).any() else None,
+                robust=float(ln.evals[-1, 1]) if len(ln.evals) else None,
+                verified=float(ln.evals[-1, 2]) if len(ln.evals) else None,
+                judge=self._verdicts.get(name), preview=e.preview(name, self.preview_size),
+                frame_steps=fsteps, frame_sims=fs)
+        snap = Snapshot(steps=run.steps, running=self.running, failed=self.failed,
+                        rate=self._rate.value() if self.running else 0.0, prompt=e.prompt,
+                        saved_step=run.saved_step, lanes=lanes)
+        self._dirty = False
+        self._last_pub = time.monotonic()
+        self._inflight.set()
+        self.post(SnapshotReady(snap))
+
+    def _write_ui_state(self) -> None:
+        try:
+            write_ui_state(self.run.path, dict(self.view))
+        except OSError as e:
+            self.log(f"could not remember the view: {e}", "warning")
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)

@@ -1,0 +1,569 @@
+"""The clipterm Textual app: panes, keys, command palette, themes.
+
+The app owns a `Controller` whose loop runs in a thread worker; the UI only queues commands and
+draws the Snapshots the loop posts, so a slow step never freezes a key press.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from PIL import Image as PILImage
+from rich.markup import escape
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import DataTable, Footer, Input, RichLog, Static
+
+from clipterm.app.controller import CommandDone, Controller, LogLine, Snapshot, SnapshotReady, WorkerStopped
+from clipterm.app.themes import DEFAULT_THEME, discover_themes
+from clipterm.app.widgets import (
+    FieldInput,
+    FrameView,
+    HelpScreen,
+    ParamEditor,
+    ParamsPane,
+    ParamTable,
+    PromptInput,
+    SimilarityPane,
+    fmt_sim,
+)
+from clipterm.errors import ClipTermError
+from clipterm.presets import PRESETS, with_value
+from clipterm.prompts import parse_prompt
+from clipterm.runner import Run
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key: its binding, footer label, help text; the single source for footer, help and palette."""
+
+    key: str
+    action: str
+    label: str
+    help: str
+    show: bool = True
+    priority: bool = False
+    display: str | None = None
+
+
+KEYS: tuple[Key, ...] = (  # footer order: the most needed first (a narrow footer cuts the tail)
+    Key("ctrl+t", "toggle_lane", "Lane", "show the other lane (Frame and Parameters follow)", priority=True),
+    Key("t", "toggle_lane", "Lane", "same as ctrl+t, when no text field has focus", show=False),
+    Key("vertical_line", "toggle_split", "Split", "split view: lanes A and B side by side", display="|"),
+    Key("m", "flip_mode", "Mode", "flip the active lane between constrained and unconstrained"),
+    Key("space", "toggle_pause", "Pause", "pause or resume the optimization", display="space"),
+    Key("ctrl+s", "save", "Save", "save the session now", priority=True),
+    Key("q", "quit", "Quit", "save and quit"),
+    Key("question_mark", "help", "Help", "this help", display="?"),
+    Key("e", "export", "Export", "export the shown frame as PNG (into SESSION/exports/)"),
+    Key("left_square_bracket", "scrub(-1)", "Back", "scrub back through the saved trajectory", display="["),
+    Key("right_square_bracket", "scrub(1)", "Fwd", "scrub forward (past the last frame: live)", display="]"),
+    Key("full_stop", "step_once", "Step", "advance one step (while paused)", display="."),
+    Key("p", "focus_prompt", "Prompt", "edit the prompt (enter applies it, esc leaves the field)"),
+    Key("ctrl+c", "quit", "Quit", "save and quit (also on SIGHUP/SIGTERM)", show=False, priority=True),
+)
+EXTRA_HELP = (
+    ("enter", "in Prompt: apply the prompt; in Parameters: edit the value under the cursor, enter applies it"),
+    ("esc", "leave a text field (back to the Parameters table)"),
+    ("tab / shift+tab", "move between the Prompt field and the Parameters table"),
+    ("ctrl+p", "command palette: every action above, themes (\"Theme: …\"), keys"),
+)
+
+CSS = """
+Screen { layout: vertical; }
+#status { dock: top; height: 1; background: $panel; color: $foreground; padding: 0 1; }
+#body { height: 1fr; }
+#frames { width: 1fr; }
+.frame { width: 1fr; height: 1fr; border: round $primary 60%; border-title-color: $foreground;
+         align: center middle; }
+.frame.-active { border: round $accent; border-title-color: $accent; border-title-style: bold; }
+.frame Widget { width: auto; height: auto; }
+.-single .frame { display: none; }
+.-single .frame.-active { display: block; }
+#side { width: 1fr; max-width: 90; }
+#body.-split #frames { width: 3fr; }
+#body.-split #side { width: 2fr; }
+#prompt-pane, #params, #similarity, #log { border: round $primary 60%; border-title-color: $foreground; }
+#prompt-pane:focus-within, #params:focus-within { border: round $accent; border-title-color: $accent; }
+#prompt-pane { height: auto; }
+#prompt-error { color: $error; display: none; }
+#prompt-input.-invalid { color: $error; }
+#params { height: 1fr; }
+#param-table { height: 1fr; overflow-x: hidden; scrollbar-size-vertical: 1; }
+#param-edit-row { height: 1; display: none; }
+#params.-editing #param-edit-row { display: block; }
+#param-edit-label { width: auto; color: $accent; }
+#param-editor { width: 1fr; }
+#param-editor.-invalid { color: $error; }
+#param-error { color: $error; display: none; height: auto; }
+#similarity { height: auto; }
+.lane-sim { height: auto; }
+.spark-row { height: 2; }
+.-small .spark-row { height: 1; }
+.spark-label { width: 2; color: $foreground 60%; }
+.lane-sim.-active .spark-label { color: $accent; text-style: bold; }
+.lane-sim Sparkline { width: 1fr; height: 100%; }
+.lane-sim Sparkline > .sparkline--max-color { color: $primary 70%; }
+.lane-sim Sparkline > .sparkline--min-color { color: $primary 20%; }
+.lane-sim.-active Sparkline > .sparkline--max-color { color: $accent; }
+.lane-sim.-active Sparkline > .sparkline--min-color { color: $accent 30%; }
+.numbers { height: auto; color: $foreground 70%; }
+.lane-sim.-active .numbers { color: $foreground; }
+#log { height: 9; scrollbar-size-vertical: 1; overflow-x: hidden; }
+.-small #log { height: 5; }
+HelpScreen { align: center middle; }
+#help-box { width: 100; max-width: 95%; height: auto; max-height: 90%; border: round $accent;
+            background: $surface; padding: 0 1; }
+#help-table { height: auto; max-height: 30; }
+#help-hint { color: $foreground 60%; }
+"""
+
+
+def frame_title(lane: str, preset: str, step: int, sim: float | None, width: int, extra: str = "") -> str:
+    """Lane, preset, step and similarity, shortened step by step until it fits the frame's border."""
+    more = f" ({extra})" if extra else ""
+    L = lane.upper()
+    for title in (f"Frame {L} · {preset} · step {step}{more} · sim {fmt_sim(sim)}",
+                  f"Frame {L} · {preset} · {step}{more} · {fmt_sim(sim, 3)}",
+                  f"{L} · {preset} · {step}{more} · {fmt_sim(sim, 3)}"):
+        if len(title) <= width:
+            return title
+    return f"{L}·{preset[:5]}·{step}·{fmt_sim(sim, 3)}"
+
+
+class ClipTermApp(App[int]):
+    """Prompt, Parameters, Frame, Similarity and Log panes over one live Run."""
+
+    CSS = CSS
+    TITLE = "clipterm"
+    BINDINGS = [Binding(k.key, k.action if k.priority else f"typed({k.action!r})", k.label, show=k.show,
+                        priority=True, key_display=k.display) for k in KEYS]
+
+    active = reactive("a")
+    split = reactive(False)
+
+    def __init__(self, run: Run, *, image_cls: type[Widget], fps: float = 4.0, paused: bool = False,
+                 judge: str | None = "shapes-b", startup_log: Iterable[str] = (), ui_state: dict | None = None) -> None:
+        super().__init__()
+        self.run_ = run
+        self.session_name = run.path.name
+        self.start_step = run.steps  # before the worker starts; afterwards steps come from snapshots
+        self.lanes = tuple(run.engine.lanes)
+        self.model = f"{run.engine.bundle.name} · {run.engine.bundle.device}"
+        self.image_cls = image_cls
+        self.controller = Controller(run, self.post_message, fps=fps, paused=paused, judge=judge)
+        self.snapshot: Snapshot | None = None
+        self.scrub: int | None = None
+        self.startup_log = list(startup_log)
+        self.frames_shown = 0
+        self._pending_edit: tuple[str, str] | None = None
+        self._quitting = False
+        self._exit_code = 0
+        self._first_prompt = run.engine.prompt
+        state = ui_state or {}
+        self._initial_lane = state.get("lane") if state.get("lane") in self.lanes else self.lanes[0]
+        self._initial_split = bool(state.get("split", False)) and len(self.lanes) > 1
+        self.theme_warnings: list[str] = []
+        self._themes = discover_themes(self.theme_warnings.append)
+        for t in self._themes.values():
+            self.register_theme(t)
+        wanted = run.theme or DEFAULT_THEME
+        self.theme = wanted if wanted in self.available_themes else DEFAULT_THEME
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield Static("", id="status")
+        with Horizontal(id="body"):
+            with Horizontal(id="frames", classes="-single"):
+                for lane in self.lanes:
+                    yield FrameView(lane, self.image_cls)
+            with Vertical(id="side"):
+                with Vertical(id="prompt-pane"):
+                    yield PromptInput(self._first_prompt, id="prompt-input", compact=True,
+                                      placeholder="a prompt; terms joined by | each with optional :weight")
+                    yield Static("", id="prompt-error")
+                yield ParamsPane()
+                yield SimilarityPane(self.lanes)
+        yield RichLog(id="log", markup=True, wrap=True, max_lines=2000)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt-pane").border_title = "Prompt"
+        self.query_one("#log", RichLog).border_title = "Log"
+        for line in self.startup_log:
+            self._log(self.start_step, line)
+        for w in self.theme_warnings:
+            self._log(self.start_step, f"theme skipped: {w}", "warning")
+        self.active = self._initial_lane
+        self.split = self._initial_split
+        self._sync_view()
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        self.controller.submit("set_theme", self.theme)
+        self._small(self.size.height)
+        self.query_one(ParamTable).focus()
+        self.query_one(PromptInput).cursor_position = 0  # show the start of a long prompt
+        worker = self.run_worker(self.controller.loop, thread=True, name="engine", group="engine",
+                                 exit_on_error=False)
+        self.controller.cancelled = lambda: worker.is_cancelled
+        if not self.is_headless:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGHUP, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: int) -> None:
+        """SIGHUP/SIGTERM: start the final save at once, then leave.
+
+        After a hangup the terminal is gone and Textual's shutdown can block writing to it, so a
+        watchdog ends the process a moment after the save is done if the normal exit has not.
+        """
+        self.controller.stop()
+        self._exit_code = 128 + sig
+        grace = 2.0 if sig == signal.SIGHUP else 5.0
+        threading.Thread(target=self._exit_when_saved, args=(128 + sig, grace), daemon=True).start()
+        asyncio.ensure_future(self.action_quit())
+
+    def _exit_when_saved(self, code: int, grace: float) -> None:
+        self.controller.done.wait(120)
+        time.sleep(grace)
+        self.run_.close()
+        os._exit(code)
+
+    def on_resize(self, event) -> None:
+        self._small(event.size.height)
+        self.call_after_refresh(self._draw)
+
+    def _small(self, height: int) -> None:
+        self.screen.set_class(height < 36, "-small")
+
+    # ------------------------------------------------------------------ messages from the worker
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self.snapshot = message.snapshot
+        try:
+            before = sum(f.frames_drawn for f in self.query(FrameView))
+            self._draw()
+            if sum(f.frames_drawn for f in self.query(FrameView)) > before:
+                self.frames_shown += 1  # a new canvas reached the screen (what --fps limits)
+        except NoMatches:  # the screen is already being torn down (quitting)
+            pass
+        finally:
+            self.controller.ack()
+
+    def on_log_line(self, message: LogLine) -> None:
+        self._log(message.step, message.text, message.level)
+        if message.notify:
+            self.notify(message.text, severity="error" if message.level == "error" else "warning",
+                        timeout=8, markup=False)
+
+    def on_command_done(self, message: CommandDone) -> None:
+        try:
+            self._command_done(message)
+        except NoMatches:
+            pass
+
+    def _command_done(self, message: CommandDone) -> None:
+        if message.kind == "set_param" or message.kind == "set_preset":
+            pane = self.query_one(ParamsPane)
+            key = "preset" if message.kind == "set_preset" else message.args[1]
+            if self._pending_edit == (message.args[0], key):  # the edit the open editor is waiting for
+                self._pending_edit = None
+                if message.error:
+                    pane.set_error(message.error)
+                elif pane.editing:
+                    pane.close_editor()
+            elif message.error:
+                self._log(self._step(), f"refused: {message.error}", "error")
+        elif message.kind == "set_prompt" and message.error:
+            self._prompt_error(message.error)
+
+    def on_worker_stopped(self, _message: WorkerStopped) -> None:
+        if not self._quitting and self.is_running:
+            self._log(self._step(), "engine stopped", "warning")
+
+    # ------------------------------------------------------------------ drawing
+    def _step(self) -> int:
+        return self.snapshot.steps if self.snapshot else self.start_step
+
+    def _log(self, step: int, text: str, level: str = "info") -> None:
+        color = {"error": "red", "warning": "yellow"}.get(level, "")
+        body = escape(text)
+        if color:
+            body = f"[{color}]{body}[/{color}]"
+        try:
+            self.query_one("#log", RichLog).write(f"[dim]{step:>7}[/dim]  {body}")
+        except NoMatches:  # a line that arrives while the app is closing
+            pass
+
+    def _draw(self) -> None:
+        snap = self.snapshot
+        if snap is None:
+            return
+        room = self.query_one("#frames").size.width // (2 if self.split else 1) - 4  # title room per frame
+        for lane in self.lanes:
+            view = snap.lanes.get(lane)
+            if view is None:
+                continue
+            frame = self.query_one(f"#frame-{lane}", FrameView)
+            if lane != self.active and not self.split:
+                continue
+            if self.scrub is not None and view.frame_steps:
+                i = min(self.scrub, len(view.frame_steps) - 1)
+                pixels = self._saved_frame(lane, i)
+                title = frame_title(lane, view.params.preset, view.frame_steps[i], view.frame_sims[i],
+                                    room, f"saved {i + 1}/{len(view.frame_steps)}")
+            else:
+                pixels = view.preview
+                title = frame_title(lane, view.params.preset, snap.steps, view.current, room)
+            frame.show(pixels, title)
+        if self.active in snap.lanes:
+            self.query_one(ParamsPane).show(self.active, snap.lanes[self.active].params)
+        sim = self.query_one(SimilarityPane)
+        sim.show(snap, self.active, wide=sim.size.width >= 78)
+        prompt = self.query_one(PromptInput)
+        if not prompt.has_focus and prompt.value != snap.prompt and not prompt.has_class("-invalid"):
+            prompt.value = snap.prompt
+        self._draw_status()
+
+    def _saved_frame(self, lane: str, i: int):
+        """A trajectory frame: host uint8 arrays the worker only ever appends (never a tensor)."""
+        frames = self.run_.frames[lane]
+        return frames[i] if i < len(frames) else None
+
+    def _draw_status(self) -> None:
+        snap = self.snapshot
+        if snap is None:
+            state, step, rate = "starting", self.start_step, "—"
+        else:
+            state = "▶ running" if snap.running else ("✖ failed, paused" if snap.failed else "■ paused")
+            step = snap.steps
+            rate = f"{snap.rate:.1f}" if snap.running else "—"
+        view = "A|B" if self.split else self.active.upper()
+        parts = [escape(self.session_name), escape(self.model), state, f"step {step}", f"{rate} steps/s",
+                 f"view {view}"]
+        if self.scrub is not None:
+            parts.append("scrubbing (] to live)")
+        sep = "  ◆ " if self.size.width >= 120 else " │ "
+        self.query_one("#status", Static).update("[b]clipterm[/b]" + sep + sep.join(parts))
+
+    def _sync_view(self) -> None:
+        """Apply active lane / split to the frames and tell the worker (remembered on save)."""
+        self.query_one("#frames").set_class(not self.split, "-single")
+        self.query_one("#body").set_class(self.split, "-split")
+        for lane in self.lanes:
+            self.query_one(f"#frame-{lane}").set_class(lane == self.active, "-active")
+        self.controller.view = {"lane": self.active, "split": self.split}
+        self._draw()
+        self._draw_status()
+
+    def watch_active(self) -> None:
+        if self.is_mounted:
+            self._sync_view()
+
+    def watch_split(self) -> None:
+        if self.is_mounted:
+            self._sync_view()
+
+    # ------------------------------------------------------------------ actions
+    def _typing(self) -> bool:
+        """A text field (or another screen: help, command palette) gets plain keys, not the app."""
+        return isinstance(self.focused, Input) or self.screen is not self.screen_stack[0]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "typed" and self._typing():
+            return False  # the key is not consumed: it goes on to the text field as text
+        return True
+
+    async def action_typed(self, action: str) -> None:
+        """A plain key's action. Plain keys are app-level priority bindings so that they take effect
+        before the next key is routed (a key typed right after 'p' must land in the prompt field)."""
+        await self.run_action(action)
+
+    def action_toggle_lane(self) -> None:
+        if len(self.lanes) < 2:
+            self.notify(f"this run has only lane {self.lanes[0].upper()}", severity="warning")
+            return
+        pane = self.query_one(ParamsPane)
+        if pane.editing:
+            pane.close_editor()
+        self.active = "b" if self.active == "a" else "a"
+
+    def action_toggle_split(self) -> None:
+        if len(self.lanes) < 2:
+            self.notify(f"this run has only lane {self.lanes[0].upper()}", severity="warning")
+            return
+        self.split = not self.split
+
+    def action_flip_mode(self) -> None:
+        cur = self._params().preset if self._params() else ""
+        new = "unconstrained" if cur == "constrained" else "constrained"
+        self.controller.submit("set_preset", self.active, new)
+
+    def action_toggle_pause(self) -> None:
+        self.controller.submit("pause", None)
+
+    def action_step_once(self) -> None:
+        if self.snapshot and self.snapshot.running:
+            self.notify("pause first (space) to step one at a time")
+            return
+        self.controller.submit("step", 1)
+
+    def action_save(self) -> None:
+        self.controller.submit("save")
+
+    def action_export(self) -> None:
+        lane = self.active
+        out = self.run_.path / "exports"
+        snap = self.snapshot
+        if self.scrub is not None and snap and snap.lanes[lane].frame_steps:
+            view = snap.lanes[lane]
+            i = min(self.scrub, len(view.frame_steps) - 1)
+            pixels = self._saved_frame(lane, i)
+            if pixels is None:
+                return
+            dest = out / f"lane-{lane}-step-{view.frame_steps[i]:07d}-saved.png"
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                PILImage.fromarray(pixels).save(dest)
+            except OSError as e:
+                self._log(snap.steps, f"export failed: {e}", "error")
+                return
+            self._log(snap.steps, f"exported lane {lane.upper()} saved frame at step {view.frame_steps[i]} to {dest}")
+            return
+        self.controller.submit("export", lane, str(out))
+
+    def action_scrub(self, delta: int) -> None:
+        snap = self.snapshot
+        if snap is None or self.active not in snap.lanes:
+            return
+        steps = snap.lanes[self.active].frame_steps
+        if not steps:
+            self.notify("no saved frames yet")
+            return
+        n = len(steps)
+        if self.scrub is None:
+            if delta > 0:
+                self.notify("already live")
+                return
+            self.scrub = n - 1 if steps[-1] < snap.steps else max(0, n - 2)
+        else:
+            self.scrub += delta
+            if self.scrub >= n:
+                self.scrub = None
+            self.scrub = None if self.scrub is None else max(0, self.scrub)
+        for lane in self.lanes:  # force a redraw even if the preview object is the same
+            self.query_one(f"#frame-{lane}", FrameView)._shown = None
+        self._draw()
+        self._draw_status()
+
+    def action_focus_prompt(self) -> None:
+        self.screen.set_focus(self.query_one(PromptInput))  # at once: the next typed key is text
+
+    def action_help(self) -> None:
+        rows = []
+        for k in KEYS:
+            rows.append((k.display or k.key, k.help))
+        rows.extend(EXTRA_HELP)
+        self.push_screen(HelpScreen(rows))
+
+    async def action_quit(self) -> None:
+        """Save first, then leave; waiting happens off the UI thread."""
+        if self._quitting:
+            return
+        self._quitting = True
+        self._log(self._step(), "saving and quitting…")
+        self.controller.stop()
+        await asyncio.to_thread(self.controller.done.wait, 120)
+        self.exit(self._exit_code)
+
+    # ------------------------------------------------------------------ fields
+    def _params(self):
+        if self.snapshot and self.active in self.snapshot.lanes:
+            return self.snapshot.lanes[self.active].params
+        return None
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if not isinstance(event.data_table, ParamTable):
+            return
+        self.query_one(ParamsPane).open_editor(str(event.row_key.value), self.active)
+
+    def on_input_submitted(self, event: FieldInput.Submitted) -> None:
+        if isinstance(event.input, PromptInput):
+            self._apply_prompt(event.value)
+        elif isinstance(event.input, ParamEditor):
+            self._apply_param(event.value)
+
+    def on_field_input_left(self, event: FieldInput.Left) -> None:
+        pane = self.query_one(ParamsPane)
+        if isinstance(event.field, ParamEditor):
+            pane.close_editor()
+        else:
+            self.screen.set_focus(self.query_one(ParamTable))
+
+    def _apply_prompt(self, text: str) -> None:
+        try:
+            parse_prompt(text)
+        except ClipTermError as e:
+            self._prompt_error(str(e))
+            return
+        self._prompt_error(None)
+        self.controller.submit("set_prompt", text)
+
+    def _prompt_error(self, reason: str | None) -> None:
+        err = self.query_one("#prompt-error", Static)
+        err.update(f"refused: {escape(reason)}" if reason else "")
+        err.display = bool(reason)
+        self.query_one(PromptInput).set_class(bool(reason), "-invalid")
+
+    def _apply_param(self, text: str) -> None:
+        pane = self.query_one(ParamsPane)
+        key, params = pane.editing, self._params()
+        if key is None or params is None:
+            return
+        value = text.strip()
+        try:  # refuse at once, with the same validation the engine applies
+            if key == "preset":
+                if value not in PRESETS:
+                    raise ClipTermError(f"unknown preset {value!r}: choose from {', '.join(PRESETS)}")
+            else:
+                with_value(params, key, value)
+        except ClipTermError as e:
+            pane.set_error(str(e))
+            return
+        self._pending_edit = (self.active, key)
+        if key == "preset":
+            self.controller.submit("set_preset", self.active, value)
+        else:
+            self.controller.submit("set_param", self.active, key, value)
+
+    # ------------------------------------------------------------------ themes and palette
+    def _theme_changed(self, theme) -> None:
+        self.controller.submit("set_theme", theme.name)
+        if self.is_mounted:
+            self._log(self._step(), f"theme {theme.name} (remembered in the session)")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for k in KEYS:
+            if k.key in ("t", "ctrl+c"):
+                continue
+            key = k.display or k.key
+            yield SystemCommand(f"{k.label}: {k.help.split(' (')[0]}", f"key {key}",
+                                lambda a=k.action: self.run_action(a))
+        yield SystemCommand("Leave text field", "key esc: back to the Parameters table",
+                            lambda: self.query_one(ParamTable).focus())
+        yield SystemCommand("Edit parameters", "focus the Parameters table (enter edits)",
+                            lambda: self.query_one(ParamTable).focus())
+        for name in sorted(self._themes):
+            yield SystemCommand(f"Theme: {name}", "switch to this theme (remembered in the session)",
+                                lambda n=name: setattr(self, "theme", n))
+

@@ -1,0 +1,225 @@
+"""The panes of the app. They only draw what a Snapshot says; none of them touches the engine."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image as PILImage
+from rich.markup import escape
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import DataTable, Input, Label, Sparkline, Static
+
+from clipterm.app.controller import LaneView, Snapshot
+from clipterm.presets import EDITABLE, PRESETS, LaneParams
+
+PARAM_ROWS = ("preset",) + tuple(EDITABLE)
+
+
+def fmt_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def fmt_sim(v: float | None, digits: int = 4) -> str:
+    return "—" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def short_sim(v: float | None) -> str:
+    """Three decimals without the leading zero (0.951 -> .951), for narrow panes."""
+    s = fmt_sim(v, 3)
+    return s.replace("0.", ".", 1) if s.startswith(("0.", "-0.")) else s
+
+
+def param_range(key: str) -> str:
+    if key == "preset":
+        return "/".join(p[:5] for p in PRESETS)
+    kind, low, high = EDITABLE[key]
+    if kind is bool:
+        return "on/off"
+    return f"{low:g}…{high:g}"
+
+
+class FieldInput(Input):
+    """A one-line text field; escape leaves it (focus goes back to the Parameters table)."""
+
+    BINDINGS = [Binding("escape", "leave", "Leave field", key_display="esc")]
+
+    def action_leave(self) -> None:
+        self.post_message(self.Left(self))
+
+    class Left(Message):
+        """The user pressed escape in this field."""
+
+        def __init__(self, field: Input) -> None:
+            super().__init__()
+            self.field = field
+
+
+class PromptInput(FieldInput):
+    BINDINGS = [Binding("enter", "submit", "Apply", key_display="⏎")]
+
+
+class ParamEditor(FieldInput):
+    BINDINGS = [Binding("enter", "submit", "Apply", key_display="⏎")]
+
+
+class ParamTable(DataTable):
+    BINDINGS = [Binding("enter", "select_cursor", "Edit", key_display="⏎")]
+
+
+class FrameView(Vertical):
+    """One lane's canvas (textual-image widget) with lane, preset, step and similarity in its title."""
+
+    def __init__(self, lane: str, image_cls: type[Widget]) -> None:
+        super().__init__(id=f"frame-{lane}", classes="frame")
+        self.lane = lane
+        self.image_cls = image_cls
+        self.border_title = f"Frame {lane.upper()}"
+        self._shown: object = None
+        self.frames_drawn = 0
+
+    def compose(self) -> ComposeResult:
+        yield self.image_cls(id=f"image-{self.lane}")
+
+    def show(self, pixels: np.ndarray | None, title: str) -> None:
+        self.border_title = title
+        if pixels is None or pixels is self._shown:
+            return
+        self._shown = pixels
+        image = self.query_one(f"#image-{self.lane}")
+        # one half-block cell per canvas pixel at most: more cells add no detail, only drawing work
+        image.styles.max_width, image.styles.max_height = pixels.shape[1], (pixels.shape[0] + 1) // 2
+        image.image = PILImage.fromarray(pixels)
+        self.frames_drawn += 1
+
+
+class ParamsPane(Vertical):
+    """The active lane's preset and live parameters; enter edits the row under the cursor."""
+
+    def __init__(self) -> None:
+        super().__init__(id="params")
+        self.border_title = "Parameters"
+        self.params: LaneParams | None = None
+        self.editing: str | None = None
+
+    def compose(self) -> ComposeResult:
+        table = ParamTable(id="param-table", cursor_type="row", zebra_stripes=False)
+        table.add_column("parameter", key="key")
+        table.add_column("value", key="value", width=13)
+        table.add_column("range", key="range")
+        for key in PARAM_ROWS:
+            table.add_row(key, "", param_range(key), key=key)
+        yield table
+        with Horizontal(id="param-edit-row"):
+            yield Label("", id="param-edit-label")
+            yield ParamEditor(id="param-editor", compact=True)
+        yield Static("", id="param-error")
+
+    def show(self, lane: str, params: LaneParams) -> None:
+        self.border_title = f"Parameters · lane {lane.upper()} · {params.preset}"
+        if params == self.params:
+            return
+        self.params = params
+        table = self.query_one(ParamTable)
+        for key in PARAM_ROWS:
+            table.update_cell(key, "value", fmt_value(getattr(params, key)))
+
+    def open_editor(self, key: str, lane: str) -> None:
+        self.editing = key
+        self.query_one("#param-edit-label", Label).update(f"{key} (lane {lane.upper()}) = ")
+        editor = self.query_one(ParamEditor)
+        editor.value = fmt_value(getattr(self.params, key)) if self.params else ""
+        self.set_error(None)
+        self.add_class("-editing")
+        self.screen.set_focus(editor)  # at once, so keys typed right after land in the field
+
+    def close_editor(self) -> None:
+        self.editing = None
+        self.remove_class("-editing")
+        self.set_error(None)
+        self.screen.set_focus(self.query_one(ParamTable))
+
+    def set_error(self, reason: str | None) -> None:
+        err = self.query_one("#param-error", Static)
+        err.update(f"refused: {escape(reason)}" if reason else "")
+        err.display = bool(reason)
+        self.query_one(ParamEditor).set_class(bool(reason), "-invalid")
+
+
+class LaneSimilarity(Vertical):
+    """Sparkline of one lane's raw similarity plus its numbers."""
+
+    def __init__(self, lane: str) -> None:
+        super().__init__(id=f"sim-{lane}", classes="lane-sim")
+        self.lane = lane
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="spark-row"):
+            yield Label(self.lane.upper(), classes="spark-label")
+            yield Sparkline([], id=f"spark-{self.lane}")
+        yield Static("", id=f"numbers-{self.lane}", classes="numbers")
+
+    def show(self, view: LaneView, wide: bool) -> None:
+        data = [float(x) for x in view.sims if math.isfinite(float(x))]
+        self.query_one(Sparkline).data = data
+        j = view.judge
+        if wide:
+            judge = f"judge #{j.rank}/{j.of} {j.score:.3f}" if j else "judge —"
+            text = (f"now {fmt_sim(view.current)}  best {fmt_sim(view.best)}  robust {fmt_sim(view.robust)}  "
+                    f"verified {fmt_sim(view.verified)}  {judge}")
+        else:
+            judge = f"#{j.rank}" if j else "#—"  # the judge's rank of the prompt
+            text = (f"now {short_sim(view.current)} best {short_sim(view.best)} rob {short_sim(view.robust)} "
+                    f"{judge}")
+        self.query_one(f"#numbers-{self.lane}", Static).update(Text(text))
+
+
+class SimilarityPane(Vertical):
+    def __init__(self, lanes: tuple[str, ...]) -> None:
+        super().__init__(id="similarity")
+        self.border_title = "Similarity"
+        self.lanes = lanes
+
+    def compose(self) -> ComposeResult:
+        for lane in self.lanes:
+            yield LaneSimilarity(lane)
+
+    def show(self, snap: Snapshot, active: str, wide: bool) -> None:
+        for lane in self.lanes:
+            pane = self.query_one(f"#sim-{lane}", LaneSimilarity)
+            pane.set_class(lane == active, "-active")
+            if lane in snap.lanes:
+                pane.show(snap.lanes[lane], wide)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key, what it does, and where else to find it."""
+
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close help")]
+
+    def __init__(self, rows: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        table = DataTable(id="help-table", cursor_type="none", show_header=True)
+        table.add_column("key")
+        table.add_column("action")
+        for key, desc in self.rows:
+            table.add_row(key, desc)
+        with Vertical(id="help-box"):
+            yield table
+            yield Static("every action is also in the command palette (ctrl+p) · esc closes", id="help-hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-box").border_title = "Keys"

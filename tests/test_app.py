@@ -1,0 +1,590 @@
+"""Pilot-driven tests of the app: every key and pane, on the bundled shapes-a model, CPU only.
+
+The app opens paused (`--paused`) so each test steps explicitly ('.') and stays deterministic and quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clipterm import session as sess
+from clipterm.app import DEFAULT_PROMPT, build_app, new_session_path, slug
+from clipterm.app.controller import read_ui_state
+from clipterm.app.ui import KEYS, ClipTermApp
+from clipterm.app.widgets import HelpScreen, ParamEditor, ParamsPane, ParamTable, PromptInput
+from clipterm.cli import build_app_parser
+
+SIZE = (160, 48)
+pytestmark = pytest.mark.filterwarnings("ignore:Image.Image.getdata is deprecated:DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def _shared_model(monkeypatch, shapes_a):
+    """Every app in this file reuses the session-scoped shapes-a bundle instead of reloading it."""
+    import clipterm.models
+    import clipterm.runner
+
+    real = clipterm.models.load_model
+
+    def load(name, pretrained=None, device="auto"):
+        return shapes_a if name == "shapes-a" and str(device) == "cpu" else real(name, pretrained, device)
+
+    monkeypatch.setattr(clipterm.models, "load_model", load)
+    monkeypatch.setattr(clipterm.runner, "load_model", load)
+
+
+def make_app(path: Path | None, *extra: str) -> ClipTermApp:
+    argv = ([str(path)] if path is not None else []) + [
+        "--model", "shapes-a", "--device", "cpu", "--judge", "none", "--paused", "--render", "halfcell", *extra]
+    return build_app(build_app_parser().parse_args(argv))
+
+
+async def until(pilot, cond, timeout: float = 20.0, what: str = "condition") -> None:
+    """Let the app and its worker run until cond() holds."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
+
+
+async def started(pilot) -> None:
+    await until(pilot, lambda: pilot.app.snapshot is not None, what="first snapshot")
+
+
+def log_text(app: ClipTermApp) -> str:
+    return "\n".join(str(line.text) for line in app.query_one("#log").lines)
+
+
+async def step(pilot, n: int = 1) -> None:
+    app = pilot.app
+    target = app.run_.steps + n
+    for _ in range(n):
+        await pilot.press("full_stop")
+    await until(pilot, lambda: app.snapshot.steps >= target, what=f"step {target}")
+
+
+def close(app: ClipTermApp) -> None:
+    app.controller.shutdown()
+
+
+# ---------------------------------------------------------------------------- layout and panes
+async def test_panes_titles_and_status(tmp_path):
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            assert app.query_one("#prompt-pane").border_title == "Prompt"
+            assert app.query_one(ParamsPane).border_title == "Parameters · lane A · unconstrained"
+            assert app.query_one("#frame-a").border_title.startswith("Frame A · unconstrained · step 0 · sim")
+            assert app.query_one("#similarity").border_title == "Similarity"
+            assert app.query_one("#log").border_title == "Log"
+            status = str(app.query_one("#status").render())
+            for part in ("s", "shapes-a", "cpu", "paused", "step 0", "steps/s"):
+                assert part in status
+            assert app.query_one(PromptInput).value == DEFAULT_PROMPT
+            assert "new session s on shapes-a (cpu)" in log_text(app)
+            assert app.query_one("#image-a").image is not None  # the canvas reached the Frame pane
+            await step(pilot, 2)
+            assert "step 2" in app.query_one("#frame-a").border_title
+            assert "now 0." in str(app.query_one("#numbers-a").render())
+            assert len(app.query_one("#spark-a").data) == 2
+    finally:
+        close(app)
+
+
+async def test_toggle_lane_changes_frame_and_parameters(tmp_path):
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            fa, fb = app.query_one("#frame-a"), app.query_one("#frame-b")
+            assert fa.display and not fb.display
+            await pilot.press("ctrl+t")
+            assert app.active == "b"
+            assert fb.display and not fa.display
+            await until(pilot, lambda: fb.border_title.startswith("Frame B · constrained"))
+            assert app.query_one(ParamsPane).border_title == "Parameters · lane B · constrained"
+            assert app.query_one("#sim-b").has_class("-active")
+            await pilot.press("t")
+            assert app.active == "a" and fa.display
+            # in a text field 't' is text, ctrl+t still toggles
+            await pilot.press("p", "t")
+            assert app.active == "a" and app.query_one(PromptInput).value.endswith("t")
+            await pilot.press("ctrl+t")
+            assert app.active == "b"
+    finally:
+        close(app)
+
+
+async def test_split_view_shows_both_lanes(tmp_path):
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await pilot.press("vertical_line")
+            await until(pilot, lambda: app.query_one("#image-b").image is not None)
+            assert app.split and app.query_one("#frame-a").display and app.query_one("#frame-b").display
+            assert app.query_one("#frame-b").border_title.startswith("Frame B")
+            await pilot.press("vertical_line")
+            assert not app.split and not app.query_one("#frame-b").display
+    finally:
+        close(app)
+
+
+# ---------------------------------------------------------------------------- edits reach the engine
+async def test_parameter_edit_reaches_engine_and_invalid_is_refused(tmp_path):
+    app = make_app(tmp_path / "s")
+    e = app.run_.engine
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            table = app.query_one(ParamTable)
+            assert table.has_focus
+            await pilot.press("down", "enter")  # row 'lr'
+            editor = app.query_one(ParamEditor)
+            assert editor.has_focus and editor.value == "0.05"
+            await pilot.press(*"1000", "enter")
+            err = app.query_one("#param-error")
+            assert err.display and "lr must be within" in str(err.render())
+            assert e.lanes["a"].params.lr == 0.05 and editor.has_focus
+            await pilot.press("ctrl+u", *"0.2", "enter")
+            await until(pilot, lambda: e.lanes["a"].params.lr == 0.2, what="lr edit")
+            assert e.lanes["a"].optimizer.param_groups[0]["lr"] == 0.2
+            assert e.lanes["b"].params.lr == 0.05
+            assert e.changes[-1] == {"step": 0, "lane": "a", "key": "lr", "old": 0.05, "new": 0.2}
+            await until(pilot, lambda: table.get_cell("lr", "value") == "0.2")
+            assert table.has_focus and not err.display
+            assert "lane A: lr 0.05 → 0.2" in log_text(app)
+            # the active lane is the one edited
+            await pilot.press("ctrl+t", "down", "down", "enter", "ctrl+u", "4", "enter")  # 'views' of lane B
+            await until(pilot, lambda: e.lanes["b"].params.views == 4, what="views edit on B")
+            assert e.lanes["a"].params.views == 1
+            # escape abandons an edit
+            await pilot.press("enter", "9", "escape")
+            assert table.has_focus and e.lanes["b"].params.views == 4
+            # the preset row takes a preset name
+            await pilot.press("home", "ctrl+home", "enter", *"foo", "enter")
+            assert "unknown preset 'foo'" in str(err.render())
+            await pilot.press("ctrl+u", *"self-guided", "enter")
+            await until(pilot, lambda: e.lanes["b"].params.preset == "self-guided", what="preset edit")
+            await until(pilot, lambda: table.has_focus, what="editor closed")
+            assert table.get_cell("preset", "value") == "self-guided"
+            await step(pilot)
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: "saved at step 1" in log_text(app))
+        s = sess.load(tmp_path / "s", with_arrays=False)
+        assert s.lanes["a"].lr == 0.2 and s.lanes["b"].preset == "self-guided"  # a preset resets its values
+        assert [c["key"] for c in s.changes] == ["lr", "views", "preset"]
+    finally:
+        close(app)
+
+
+async def test_m_flips_preset(tmp_path):
+    app = make_app(tmp_path / "s")
+    e = app.run_.engine
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await pilot.press("m")
+            await until(pilot, lambda: e.lanes["a"].params.preset == "constrained")
+            await until(pilot, lambda: "constrained" in app.query_one("#frame-a").border_title)
+            await pilot.press("m")
+            await until(pilot, lambda: e.lanes["a"].params.preset == "unconstrained")
+            assert "lane A: preset constrained → unconstrained" in log_text(app)
+    finally:
+        close(app)
+
+
+async def test_prompt_apply_reencodes(tmp_path, shapes_a):
+    app = make_app(tmp_path / "s")
+    e = app.run_.engine
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await step(pilot)
+            before = e._text.clone()
+            await pilot.press("p")
+            field = app.query_one(PromptInput)
+            assert field.has_focus
+            await pilot.press("ctrl+u", *"a blue square on a white background", "enter")
+            await until(pilot, lambda: e.prompt == "a blue square on a white background", what="prompt")
+            assert not torch.equal(before, e._text)
+            assert torch.allclose(e._text, shapes_a.encode_text(["a blue square on a white background"]))
+            assert e.lanes["a"].steps == 1  # continues from the current canvas
+            assert "prompt: 'a red circle on a black background' → 'a blue square" in log_text(app)
+            await pilot.press("ctrl+u", *"nothing:0", "enter")
+            assert "weight 0" in str(app.query_one("#prompt-error").render())
+            assert e.prompt == "a blue square on a white background"
+            await pilot.press("escape")
+            assert app.query_one(ParamTable).has_focus
+            await pilot.press("t")
+            assert app.active == "b"
+    finally:
+        close(app)
+
+
+# ---------------------------------------------------------------------------- run control
+async def test_space_pauses_and_resumes(tmp_path):
+    app = make_app(tmp_path / "s", "--fps", "20")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            assert not app.snapshot.running
+            await pilot.press("space")
+            await until(pilot, lambda: app.snapshot.running and app.snapshot.steps >= 3, what="running")
+            assert "running" in str(app.query_one("#status").render())
+            await pilot.press("space")
+            await until(pilot, lambda: not app.snapshot.running, what="paused")
+            n = app.snapshot.steps
+            await asyncio.sleep(0.3)
+            assert app.run_.steps == n
+            await step(pilot)
+            assert app.snapshot.steps == n + 1
+    finally:
+        close(app)
+
+
+async def test_ctrl_s_saves(tmp_path):
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await step(pilot, 2)
+            assert sess.load(tmp_path / "s", with_arrays=False).steps == 0
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: sess.load(tmp_path / "s", with_arrays=False).steps == 2, what="save")
+    finally:
+        close(app)
+
+
+async def test_quit_saves_and_resume_restores_steps_and_lane(tmp_path):
+    path = tmp_path / "s"
+    app = make_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await step(pilot, 3)
+        await pilot.press("ctrl+t")
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running, what="exit")
+    close(app)
+    assert app.controller.saved_ok
+    assert sess.load(path, with_arrays=False).steps == 3
+    assert read_ui_state(path) == {"lane": "b", "split": False}
+    with sess.SessionLock(path):  # the lock was released
+        pass
+
+    again = make_app(path)
+    try:
+        assert again.run_.steps == 3
+        async with again.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            assert again.snapshot.steps == 3 and again.active == "b"
+            assert again.query_one("#frame-b").display and not again.query_one("#frame-a").display
+            assert "step 3" in again.query_one("#frame-b").border_title
+            assert "resumed s at step 3" in log_text(again)
+    finally:
+        close(again)
+
+
+async def test_ctrl_c_saves_and_quits(tmp_path):
+    app = make_app(tmp_path / "s")
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await step(pilot)
+        await pilot.press("ctrl+c")
+        await until(pilot, lambda: not app.is_running, what="exit")
+    close(app)
+    assert sess.load(tmp_path / "s", with_arrays=False).steps == 1
+
+
+async def test_export_png(tmp_path):
+    from PIL import Image
+
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await step(pilot)
+            await pilot.press("e")
+            out = tmp_path / "s" / "exports" / "lane-a-step-0000001.png"
+            await until(pilot, out.exists, what="export")
+            assert Image.open(out).size == (64, 64)
+            assert "exported lane A" in log_text(app)
+    finally:
+        close(app)
+
+
+async def test_scrub_through_saved_trajectory(tmp_path):
+    app = make_app(tmp_path / "s", "--frame-every", "1")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await step(pilot, 3)  # frames at steps 0..3
+            title = app.query_one("#frame-a")
+            live = app.query_one("#image-a").image
+            await pilot.press("left_square_bracket")
+            assert app.scrub == 2 and "step 2 (saved 3/4)" in title.border_title
+            await pilot.press("left_square_bracket", "left_square_bracket", "left_square_bracket")
+            assert app.scrub == 0 and "step 0 (saved 1/4)" in title.border_title
+            assert app.query_one("#image-a").image is not live
+            assert "scrubbing" in str(app.query_one("#status").render())
+            await pilot.press("e")  # exports the shown (saved) frame
+            assert (tmp_path / "s" / "exports" / "lane-a-step-0000000-saved.png").exists()
+            for _ in range(4):
+                await pilot.press("right_square_bracket")
+            assert app.scrub is None and "step 3 · sim" in title.border_title
+    finally:
+        close(app)
+
+
+# ---------------------------------------------------------------------------- help, palette, themes
+async def test_help_screen_lists_every_key(tmp_path):
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            keys = [row[0] for row in app.screen.rows]
+            for k in ("ctrl+t", "t", "|", "m", "space", "ctrl+s", "q", "e", "[", "]", "?", "esc", "enter", "ctrl+p"):
+                assert k in keys
+            await pilot.press("escape")
+            assert not isinstance(app.screen, HelpScreen)
+    finally:
+        close(app)
+
+
+async def test_footer_and_palette_reach_every_action(tmp_path):
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            shown = {key for key, (_, b, enabled, _) in app.screen.active_bindings.items() if b.show and enabled}
+            assert {k.key for k in KEYS if k.show} <= shown  # hidden ones (t, ctrl+c) repeat a shown action
+            commands = [c.title for c in app.get_system_commands(app.screen)]
+            for k in KEYS:
+                if k.show:
+                    assert any(c.startswith(k.label + ":") for c in commands), k.label
+            assert {"Theme: clipterm-midnight", "Theme: clipterm-paper", "Theme: clipterm-phosphor"} <= set(commands)
+            await pilot.press("ctrl+p")
+            await pilot.press(*"Split: split view")
+            await pilot.pause(0.3)
+            await pilot.press("enter")
+            await until(pilot, lambda: app.split, what="split via palette")
+    finally:
+        close(app)
+
+
+async def test_theme_is_switchable_and_remembered(tmp_path):
+    path = tmp_path / "s"
+    app = make_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        assert app.theme == "clipterm-midnight"
+        assert {"clipterm-midnight", "clipterm-paper", "clipterm-phosphor"} <= set(app.available_themes)
+        frame_border = app.query_one("#frame-a").styles.border_top[1]
+        app.theme = "clipterm-paper"
+        await until(pilot, lambda: app.run_.theme == "clipterm-paper", what="theme reaches the run")
+        assert app.query_one("#frame-a").styles.border_top[1] != frame_border  # borders follow the theme
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running)
+    close(app)
+    assert sess.load(path, with_arrays=False).theme == "clipterm-paper"
+    again = make_app(path)
+    try:
+        assert again.theme == "clipterm-paper"
+    finally:
+        again.run_.close()
+
+
+# ---------------------------------------------------------------------------- failures
+async def test_out_of_memory_in_worker_keeps_app_up(tmp_path, monkeypatch):
+    app = make_app(tmp_path / "s")
+    run = app.run_
+    real = run.step
+    calls = {"n": 0}
+
+    def flaky(n: int = 1) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(n)
+
+    monkeypatch.setattr(run, "step", flaky)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await step(pilot)
+            await pilot.press("full_stop")
+            await until(pilot, lambda: "out of memory" in log_text(app), what="OOM in the log")
+            assert any("out of memory" in n.message for n in app._notifications)
+            assert "rolled back to the last save (step 0)" in log_text(app)
+            assert app.is_running and run.steps == 0
+            await pilot.press("down", "down", "down", "enter", "ctrl+u", "2", "enter")  # 'views'
+            await until(pilot, lambda: run.engine.lanes["a"].params.views == 2)
+            await step(pilot, 2)
+            assert app.snapshot.steps == 2
+    finally:
+        close(app)
+
+
+async def test_nan_canvas_rolls_back_to_last_save(tmp_path):
+    app = make_app(tmp_path / "s")
+    e = app.run_.engine
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await step(pilot, 2)
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: "saved at step 2" in log_text(app))
+            await step(pilot)
+            with torch.no_grad():  # the worker is idle (paused): poison lane A as a diverging lr would
+                e.lanes["a"].param.fill_(float("nan"))
+            await pilot.press("full_stop")
+            await until(pilot, lambda: "NaN" in log_text(app), what="NaN reported")
+            await until(pilot, lambda: "rolled back" in log_text(app))
+            assert e.step_count == 2 and torch.isfinite(e.lanes["a"].param).all()
+            assert app.is_running
+            await step(pilot)
+            assert np.isfinite(e.lanes["a"].history[:, 0]).all()
+    finally:
+        close(app)
+    assert sess.load(tmp_path / "s", with_arrays=False).steps == 3
+
+
+# ---------------------------------------------------------------------------- sessions and throttling
+async def test_new_session_gets_a_readable_name_and_default_prompt(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = make_app(None)
+    try:
+        p = app.run_.path
+        assert p.parent == Path("sessions") and p.name.endswith("-a-red-circle-on-a-black-background")
+        assert app.run_.engine.prompt == DEFAULT_PROMPT
+    finally:
+        app.run_.close()
+    assert slug("A Red  circle | blue:0.5") == "a-red-circle-blue-0-5"
+    import datetime as dt
+
+    t = dt.datetime(2025, 1, 2, 3, 4, 5)
+    a = new_session_path("hello world", now=t)
+    a.mkdir(parents=True)
+    assert a.name == "20250102-030405-hello-world"
+    assert new_session_path("hello world", now=t).name == "20250102-030405-hello-world-2"
+
+
+async def test_single_lane_run(tmp_path):
+    app = make_app(tmp_path / "s", "--lanes", "a")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await pilot.press("t", "vertical_line")
+            assert app.active == "a" and not app.split
+            await step(pilot)
+    finally:
+        close(app)
+
+
+def test_frames_are_throttled_to_fps(tmp_path, shapes_a):
+    """Flat out, the worker posts at most ~fps snapshots a second (each with a device-side preview)."""
+    import threading
+
+    from clipterm.app.controller import Controller, SnapshotReady
+    from clipterm.cli import open_run
+
+    args = build_app_parser().parse_args([str(tmp_path / "s"), "--model", "shapes-a", "--device", "cpu",
+                                          "--prompt", "a red circle on a black background"])
+    run = open_run(args, tmp_path / "s", log=lambda m: None)
+    snaps = []
+
+    def post(msg):
+        if isinstance(msg, SnapshotReady):
+            snaps.append(msg.snapshot)
+            ctl.ack()
+
+    ctl = Controller(run, post, fps=4, judge=None)
+    t = threading.Thread(target=ctl.loop)
+    t.start()
+    time.sleep(1.5)
+    ctl.shutdown()
+    t.join()
+    assert 3 <= len(snaps) <= 1.5 * 4 + 2
+    assert run.steps > len(snaps)  # more steps than frames: the screen is not a bottleneck
+    assert snaps[-1].lanes["a"].preview.shape == (64, 64, 3) and snaps[-1].lanes["a"].preview.dtype == np.uint8
+
+
+def test_fast_halfcell_draws_exactly_what_textual_image_draws():
+    """The cached half-block renderable is a speed-up only: same cells, same colours as textual-image's."""
+    from PIL import Image
+    from rich.console import Console
+    from textual_image.renderable.halfcell import Image as Halfcell
+
+    from clipterm.app.render import FastHalfcell
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    console = Console(width=200, height=100, color_system="truecolor", force_terminal=True)
+    for w, h in ((30, "auto"), (17, "auto"), ("auto", 9)):
+        opts = console.options.update(width=40, height=20)
+        ref = list(console.render(Halfcell(img, w, h), opts))
+        fast = FastHalfcell(img, w, h)
+        got = list(console.render(fast, opts))
+        assert [(s.text, s.style) for s in got] == [(s.text, s.style) for s in ref]
+        assert list(console.render(fast, opts)) == got  # cached
+
+
+async def test_judge_scores_are_shown(tmp_path, monkeypatch, shapes_a, shapes_b):
+    """The independent judge (shapes-b) ranks the prompt for each lane; its numbers reach the Similarity pane."""
+    import clipterm.models
+
+    monkeypatch.setattr(clipterm.models, "load_model",
+                        lambda name, pretrained=None, device="auto": shapes_b if name == "shapes-b" else shapes_a)
+    argv = [str(tmp_path / "s"), "--model", "shapes-a", "--device", "cpu", "--paused", "--render", "halfcell"]
+    app = build_app(build_app_parser().parse_args(argv))
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            j = app.snapshot.lanes["a"].judge
+            assert j is not None and 1 <= j.rank <= j.of == 24  # the default prompt is a base caption
+            assert f"judge #{j.rank}/24" in str(app.query_one("#numbers-a").render())
+            assert "judge: shapes-b ranks" in log_text(app)
+    finally:
+        close(app)
+
+
+async def test_keys_typed_in_a_burst_follow_the_focus(tmp_path):
+    """'p' moves the focus before the next key is routed: a burst 'p','q','t' types "qt", it does not quit."""
+    from textual import events
+
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            for ch in "pqt":
+                app.post_message(events.Key(ch, ch))
+            await pilot.pause(0.3)
+            assert app.is_running and app.active == "a"
+            assert app.query_one(PromptInput).value == "qt"
+    finally:
+        close(app)
+
+
+@pytest.mark.parametrize("render", ["unicode", "sixel", "kitty", "auto"])
+async def test_every_renderer_shows_the_frame(tmp_path, render):
+    """--render forces textual-image's Unicode, Sixel or Kitty (TGP) widget; none of them breaks the app."""
+    app = make_app(tmp_path / "s", "--render", render)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await started(pilot)
+            await pilot.pause(0.2)
+            assert app.query_one("#image-a").image is not None
+            await pilot.press("t")
+            assert app.active == "b"
+    finally:
+        close(app)
