@@ -185,10 +185,13 @@ class Probe:
 
     def latest(self, lane: str) -> tuple[int, np.ndarray] | None:
         """(step, (n_layers, 6) record) of the newest record of `lane`, for a live view; None if none yet."""
+        steps, stats = self.recent(lane, 1)
+        return (int(steps[-1]), stats[-1]) if len(steps) else None
+
+    def recent(self, lane: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last `n` records of `lane`: steps (k,) and stats (k, n_layers, 6), k <= n."""
         arr = self.lane_arrays(lane)
-        if not len(arr["probe_steps"]):
-            return None
-        return int(arr["probe_steps"][-1]), arr["probes"][-1]
+        return arr["probe_steps"][-n:], arr["probes"][-n:]
 
     def load(self, arrays: dict[str, dict[str, np.ndarray]]) -> None:
         """Continue the records of a resumed session (ignored when they were made on another model)."""

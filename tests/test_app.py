@@ -17,7 +17,16 @@ from clipterm import session as sess
 from clipterm.app import DEFAULT_PROMPT, build_app, new_session_path, slug
 from clipterm.app.controller import read_ui_state
 from clipterm.app.ui import KEYS, ClipTermApp
-from clipterm.app.widgets import HelpScreen, ParamEditor, ParamsPane, ParamTable, PromptInput
+from clipterm.app.widgets import (
+    TREND_GLYPHS,
+    HelpScreen,
+    LayersPane,
+    ParamEditor,
+    ParamsPane,
+    ParamTable,
+    PromptInput,
+    trend_text,
+)
 from clipterm.cli import build_app_parser
 
 SIZE = (160, 48)
@@ -139,6 +148,44 @@ async def test_split_view_shows_both_lanes(tmp_path):
 
 
 # ---------------------------------------------------------------------------- edits reach the engine
+async def test_layers_pane_shows_probe_rows_of_the_active_lane(tmp_path):
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            pane = app.query_one(LayersPane)
+            assert not pane.display  # hidden by default
+            await pilot.press("l")
+            assert app.layers and pane.display and pane.border_title == "Layers"
+            names = app.run_.engine.probe.names
+            assert names[0] == "canvas" and len(names) > 1
+            await step(pilot, 1)  # the first step is always probed
+            await until(pilot, lambda: len(pane.values()) == len(names), what="layer rows")
+            first = pane.values()
+            assert [r[0] for r in first] == names
+            assert all(len(r) == 6 for r in first)
+            assert "step 1" in pane.border_subtitle and "lane A" in pane.border_subtitle
+            assert all(np.isfinite(float(v)) for r in first for v in r[1:5])  # numbers, not placeholders
+            assert all(len(r[5]) == 1 for r in first)  # one record so far: a one-glyph trend
+            await step(pilot, 9)  # the next record: step 10
+            await until(pilot, lambda: "step 10" in pane.border_subtitle, what="second probe record")
+            second = pane.values()
+            assert [r[0] for r in second] == names
+            assert second != first
+            assert second[0][1:] != first[0][1:]  # the canvas row moved with the canvas
+            assert all(len(r[5]) == 2 and set(r[5]) <= set(TREND_GLYPHS) for r in second)
+            # the trend is the record's own gradient norms: the newer one is drawn higher iff it is larger
+            for r1, r2 in zip(first, second):
+                assert (r2[5][1] > r2[5][0]) == (float(r2[4]) > float(r1[4]))
+            await pilot.press("ctrl+t")  # the pane follows the active lane
+            await until(pilot, lambda: "lane B" in pane.border_subtitle, what="lane B rows")
+            assert [r[0] for r in pane.values()] == names
+            await pilot.press("l")
+            assert not app.layers and not pane.display
+    finally:
+        close(app)
+
+
 async def test_parameter_edit_reaches_engine_and_invalid_is_refused(tmp_path):
     app = make_app(tmp_path / "s")
     e = app.run_.engine
@@ -194,10 +241,29 @@ async def test_m_flips_preset(tmp_path):
             await started(pilot)
             await pilot.press("m")
             await until(pilot, lambda: e.lanes["a"].params.preset == "constrained")
-            await until(pilot, lambda: "constrained" in app.query_one("#frame-a").border_title)
+            await until(pilot, lambda: "· constrained ·" in app.query_one("#frame-a").border_title)
             await pilot.press("m")
             await until(pilot, lambda: e.lanes["a"].params.preset == "unconstrained")
             assert "lane A: preset constrained → unconstrained" in log_text(app)
+            await until(pilot, lambda: "· unconstrained ·" in app.query_one("#frame-a").border_title)
+    finally:
+        close(app)
+
+
+async def test_m_pressed_twice_at_once_flips_twice(tmp_path):
+    """The flip is decided by the worker from the engine's state, not from the (possibly stale) screen."""
+    app = make_app(tmp_path / "s")
+    e = app.run_.engine
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            for _ in range(3):  # three presses handled before any new snapshot can arrive
+                app.action_flip_mode()
+            await until(pilot, lambda: log_text(app).count("lane A: preset") == 3, what="three flips")
+            assert e.lanes["a"].params.preset == "constrained"
+            flips = [c for c in e.changes if c["key"] == "preset"]
+            assert [(c["old"], c["new"]) for c in flips] == [
+                ("unconstrained", "constrained"), ("constrained", "unconstrained"), ("unconstrained", "constrained")]
     finally:
         close(app)
 
@@ -353,7 +419,8 @@ async def test_help_screen_lists_every_key(tmp_path):
             await pilot.press("question_mark")
             assert isinstance(app.screen, HelpScreen)
             keys = [row[0] for row in app.screen.rows]
-            for k in ("ctrl+t", "t", "|", "m", "space", "ctrl+s", "q", "e", "[", "]", "?", "esc", "enter", "ctrl+p"):
+            for k in ("ctrl+t", "t", "|", "m", "space", "ctrl+s", "q", "e", "[", "]", "?", "l", "esc", "enter",
+                      "ctrl+p"):
                 assert k in keys
             await pilot.press("escape")
             assert not isinstance(app.screen, HelpScreen)
@@ -588,3 +655,11 @@ async def test_every_renderer_shows_the_frame(tmp_path, render):
             assert app.active == "b"
     finally:
         close(app)
+
+
+def test_trend_text_scales_each_row_to_its_own_range():
+    assert trend_text((1.0, 2.0, 3.0)) == "▁▅█"
+    assert trend_text((5.0, 5.0)) == "▄▄"  # flat: mid height, not a bogus rise
+    assert trend_text((float("nan"), 0.0, 10.0)) == "·▁█"
+    assert trend_text((float("inf"),)) == "·"
+    assert trend_text(()) == ""

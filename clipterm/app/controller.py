@@ -28,9 +28,11 @@ from clipterm import session as sess
 from clipterm.engine import EngineError
 from clipterm.errors import ClipTermError, SessionError
 from clipterm.presets import LaneParams
+from clipterm.probes import STAT_COLUMNS, layer_rows
 from clipterm.runner import Run
 
 SPARK_POINTS = 240
+LAYER_TREND = 16  # probe records behind each row's trend in the Layers view
 PREVIEW_SIZE = 128
 UI_STATE = "app.toml"
 
@@ -59,6 +61,12 @@ class LaneView:
     preview: np.ndarray | None  # uint8 HWC
     frame_steps: tuple[int, ...]
     frame_sims: tuple[float, ...]
+    # newest layer-probe record while the Layers view is on: its step and rows of
+    # (name, act_mean, act_std, act_norm, grad_norm); None when off or nothing recorded yet
+    layers_step: int | None = None
+    layers: tuple[tuple[str, float, float, float, float], ...] | None = None
+    # per layer, its gradient norm over the last LAYER_TREND records (oldest first)
+    layers_trend: tuple[tuple[float, ...], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +176,7 @@ class Controller:
         self.stopping = threading.Event()
         self.done = threading.Event()
         self.view = {"lane": "a", "split": False}  # set by the UI; plain assignment is atomic
+        self.layers = False  # the Layers view is shown: snapshots carry the newest probe rows
         self.cancelled: Callable[[], bool] = lambda: False
         self._judge = None
         self._judged: dict[str, tuple[int, str]] = {}
@@ -348,6 +357,9 @@ class Controller:
             self._step_once()
         self.run.engine.flush()
 
+    def _cmd_show_layers(self, shown: bool) -> None:
+        self.layers = bool(shown)
+
     def _cmd_save(self) -> None:
         self.run.save()
         self._write_ui_state()
@@ -371,6 +383,12 @@ class Controller:
         old = self.run.engine.lane(lane).params.preset
         self.run.engine.set_preset(lane, name)
         self.log(f"lane {lane.upper()}: preset {old} → {name}")
+
+    def _cmd_flip_preset(self, lane: str) -> None:
+        """Constrained <-> unconstrained, decided here from the engine's own state: two quick presses
+        made from one stale snapshot still flip twice."""
+        cur = self.run.engine.lane(lane).params.preset
+        self._cmd_set_preset(lane, "unconstrained" if cur == "constrained" else "constrained")
 
     def _cmd_set_theme(self, name: str) -> None:
         if self.run.theme != name:
@@ -431,7 +449,7 @@ class Controller:
                 robust=float(ln.evals[-1, 1]) if len(ln.evals) else None,
                 verified=float(ln.evals[-1, 2]) if len(ln.evals) else None,
                 judge=self._verdicts.get(name), preview=e.preview(name, self.preview_size),
-                frame_steps=fsteps, frame_sims=fs)
+                frame_steps=fsteps, frame_sims=fs, **self._layers(name))
         snap = Snapshot(steps=run.steps, running=self.running, failed=self.failed,
                         rate=self._rate.value() if self.running else 0.0, prompt=e.prompt,
                         saved_step=run.saved_step, lanes=lanes)
@@ -439,6 +457,19 @@ class Controller:
         self._last_pub = time.monotonic()
         self._inflight.set()
         self.post(SnapshotReady(snap))
+
+    def _layers(self, lane: str) -> dict:
+        """The lane's newest probe record as plain rows, only while the Layers view is shown."""
+        probe = self.run.engine.probe
+        if not self.layers or probe is None:
+            return {}
+        steps, stats = probe.recent(lane, LAYER_TREND)
+        if not len(steps):
+            return {}
+        grad_norm = STAT_COLUMNS.index("grad_norm")
+        trend = tuple(tuple(float(v) for v in stats[:, i, grad_norm]) for i in range(stats.shape[1]))
+        return {"layers_step": int(steps[-1]), "layers": tuple(layer_rows(stats[-1], probe.names)),
+                "layers_trend": trend}
 
     def _write_ui_state(self) -> None:
         try:

@@ -31,6 +31,7 @@ from clipterm.app.widgets import (
     FieldInput,
     FrameView,
     HelpScreen,
+    LayersPane,
     ParamEditor,
     ParamsPane,
     ParamTable,
@@ -71,6 +72,7 @@ KEYS: tuple[Key, ...] = (  # footer order: the most needed first (a narrow foote
     Key("right_square_bracket", "scrub(1)", "Fwd", "scrub forward (past the last frame: live)", display="]"),
     Key("full_stop", "step_once", "Step", "advance one step (while paused)", display="."),
     Key("p", "focus_prompt", "Prompt", "edit the prompt (enter applies it, esc leaves the field)"),
+    Key("l", "toggle_layers", "Layers", "show or hide the Layers pane (the active lane's layer probes)"),
     Key("ctrl+c", "quit", "Quit", "save and quit (also on SIGHUP/SIGTERM)", show=False, priority=True),
 )
 EXTRA_HELP = (
@@ -120,6 +122,9 @@ Screen { layout: vertical; }
 .lane-sim.-active Sparkline > .sparkline--min-color { color: $accent 30%; }
 .numbers { height: auto; color: $foreground 70%; }
 .lane-sim.-active .numbers { color: $foreground; }
+#layers { height: auto; max-height: 50%; border: round $primary 60%; border-title-color: $foreground;
+          border-subtitle-color: $foreground 60%; }
+#layer-table { height: auto; scrollbar-size-vertical: 1; }
 #log { height: 9; scrollbar-size-vertical: 1; overflow-x: hidden; }
 .-small #log { height: 5; }
 HelpScreen { align: center middle; }
@@ -152,6 +157,7 @@ class ClipTermApp(App[int]):
 
     active = reactive("a")
     split = reactive(False)
+    layers = reactive(False)
 
     def __init__(self, run: Run, *, image_cls: type[Widget], fps: float = 4.0, paused: bool = False,
                  judge: str | None = "shapes-b", startup_log: Iterable[str] = (), ui_state: dict | None = None) -> None:
@@ -195,6 +201,7 @@ class ClipTermApp(App[int]):
                     yield Static("", id="prompt-error")
                 yield ParamsPane()
                 yield SimilarityPane(self.lanes)
+                yield LayersPane()
         yield RichLog(id="log", markup=True, wrap=True, max_lines=2000)
         yield Footer(compact=True)
 
@@ -329,6 +336,8 @@ class ClipTermApp(App[int]):
             self.query_one(ParamsPane).show(self.active, snap.lanes[self.active].params)
         sim = self.query_one(SimilarityPane)
         sim.show(snap, self.active, wide=sim.size.width >= 78)
+        if self.layers:
+            self.query_one(LayersPane).show(self.active, snap.lanes.get(self.active))
         prompt = self.query_one(PromptInput)
         if not prompt.has_focus and prompt.value != snap.prompt and not prompt.has_class("-invalid"):
             prompt.value = snap.prompt
@@ -373,6 +382,12 @@ class ClipTermApp(App[int]):
         if self.is_mounted:
             self._sync_view()
 
+    def watch_layers(self, shown: bool) -> None:
+        if self.is_mounted:
+            self.query_one(LayersPane).display = shown
+            self.controller.submit("show_layers", shown)  # the worker adds probe rows to its snapshots
+            self._draw()
+
     # ------------------------------------------------------------------ actions
     def _typing(self) -> bool:
         """A text field (or another screen: help, command palette) gets plain keys, not the app."""
@@ -403,10 +418,11 @@ class ClipTermApp(App[int]):
             return
         self.split = not self.split
 
+    def action_toggle_layers(self) -> None:
+        self.layers = not self.layers
+
     def action_flip_mode(self) -> None:
-        cur = self._params().preset if self._params() else ""
-        new = "unconstrained" if cur == "constrained" else "constrained"
-        self.controller.submit("set_preset", self.active, new)
+        self.controller.submit("flip_preset", self.active)
 
     def action_toggle_pause(self) -> None:
         self.controller.submit("pause", None)

@@ -202,6 +202,75 @@ class SimilarityPane(Vertical):
                 pane.show(snap.lanes[lane], wide)
 
 
+def fmt_stat(v: float) -> str:
+    return "—" if not math.isfinite(v) else f"{v:.4g}"
+
+
+TREND_GLYPHS = "▁▂▃▄▅▆▇█"
+
+
+def trend_text(values: tuple[float, ...]) -> str:
+    """One glyph per value, scaled between the row's own min and max (· where a value is missing)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return "·" * len(values)
+    lo, hi = min(finite), max(finite)
+    top = len(TREND_GLYPHS) - 1
+    out = []
+    for v in values:
+        if not math.isfinite(v):
+            out.append("·")
+        elif hi <= lo:
+            out.append(TREND_GLYPHS[top // 2])
+        else:
+            out.append(TREND_GLYPHS[round((v - lo) / (hi - lo) * top)])
+    return "".join(out)
+
+
+class LayersPane(Vertical):
+    """The active lane's newest layer-probe record: one row per layer (canvas, then each block)."""
+
+    COLUMNS = (("layer", "name"), ("act mean", "act_mean"), ("act std", "act_std"), ("act norm", "act_norm"),
+               ("grad norm", "grad_norm"), ("grad norm trend", "trend"))
+
+    def __init__(self) -> None:
+        super().__init__(id="layers")
+        self.border_title = "Layers"
+        self.display = False
+        self._names: tuple[str, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        table = DataTable(id="layer-table", cursor_type="none", zebra_stripes=False)
+        for label, key in self.COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+
+    def show(self, lane: str, view: LaneView | None) -> None:
+        rows = view.layers if view is not None and view.layers is not None else ()
+        step = view.layers_step if view is not None else None
+        self.border_subtitle = (f"lane {lane.upper()} · step {step}" if step is not None
+                                else f"lane {lane.upper()} · no probe record yet")
+        trends = view.layers_trend if view is not None and view.layers_trend is not None else ()
+        cells = [(r[0], *(fmt_stat(v) for v in r[1:]), trend_text(trends[i]) if i < len(trends) else "")
+                 for i, r in enumerate(rows)]
+        table = self.query_one("#layer-table", DataTable)
+        names = tuple(r[0] for r in rows)
+        if names != self._names:
+            table.clear()
+            for i, row in enumerate(cells):
+                table.add_row(*row, key=str(i))
+            self._names = names
+            return
+        for i, row in enumerate(cells):
+            for (_, key), text in zip(self.COLUMNS[1:], row[1:], strict=True):
+                table.update_cell(str(i), key, text)
+
+    def values(self) -> list[tuple[str, ...]]:
+        """What the table shows, row by row (for tests)."""
+        table = self.query_one("#layer-table", DataTable)
+        return [tuple(str(c) for c in table.get_row(str(i))) for i in range(table.row_count)]
+
+
 class HelpScreen(ModalScreen[None]):
     """Every key, what it does, and where else to find it."""
 
