@@ -12,6 +12,7 @@ process, after warm-up; median and spread over repetitions are printed, plus the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -20,33 +21,37 @@ import torch.nn.functional as F
 
 from clipterm import augment, losses
 from clipterm.engine import Engine
-from clipterm.models import load_model
+from clipterm.models import load_model, stock_layout
 from clipterm.presets import preset, with_value
 
 PROMPT = "a red circle on a black background"
 
 
-def reset_peak(device: torch.device) -> None:
+def step_peak_mib(fn, device: torch.device, steps: int = 2) -> float:
+    """Peak memory that `steps` calls of fn allocate on top of what was allocated before them.
+
+    CUDA: the caching allocator's peak. CPU: the process's resident set never shrinks back, so it
+    cannot tell one variant's peak from the next; instead the profiler's record of every tensor
+    allocation and free is replayed in time order and the running total's maximum is taken.
+    """
     if device.type == "cuda":
+        sync(device)
+        base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-    else:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:  # Linux: reset VmHWM to the current RSS
-                f.write("5")
-        except OSError:
-            pass
+        for _ in range(steps):
+            fn()
+        sync(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
 
-
-def peak_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for _ in range(steps):
+            fn()
+    total = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        total += event.self_cpu_memory_usage
+        peak = max(peak, total)
+    return peak / 2**20
 
 
 def sync(device: torch.device) -> None:
@@ -55,10 +60,15 @@ def sync(device: torch.device) -> None:
 
 
 class Reference:
-    """Seed 004's loop shape: per lane, per view, forward + backward + .item(); fp32; Adam 0.05."""
+    """Seed 004's loop shape: per lane, per view, forward + backward + .item(); fp32; Adam 0.05.
+
+    It runs on open_clip's stock layout of the same weights (`stock_layout`), as the seed did; the
+    engine's model has the CPU fast paths of `models.adapt_for_cpu` (the same model on CUDA).
+    """
 
     def __init__(self, bundle, lanes: dict[str, object], seed: int) -> None:
-        self.bundle = bundle
+        self.bundle = dataclasses.replace(bundle, model=stock_layout(bundle.model))
+        bundle = self.bundle
         with torch.no_grad():
             self.text = F.normalize(bundle.model.encode_text(bundle.tokenize([PROMPT])).float(), dim=-1)
         size = bundle.image_size
@@ -129,7 +139,7 @@ def main() -> None:
           f"{' ' + torch.cuda.get_device_name(dev) if dev.type == 'cuda' else ''}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, lanes {args.lanes}, {args.steps} steps x {args.reps} reps")
     print("| views | engine variant | reference steps/s | engine steps/s | engine views/s "
-          "| speed-up (ref time / engine time) | ref peak MiB | engine peak MiB | engine MFU |")
+          "| speed-up (ref time / engine time) | ref step peak MiB | engine step peak MiB | engine MFU |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     variants = {"default (raw sim every step)": 1, "raw sim every 10 steps (same work as ref)": 10}
     for views in args.views:
@@ -152,16 +162,14 @@ def main() -> None:
                 eng.step()
                 eng.flush()
         times: dict[str, list[float]] = {"ref": [], **{k: [] for k in engines}}
-        peaks: dict[str, float] = {}
         for _ in range(args.reps):  # interleaved so drift in machine load hits all alike
-            reset_peak(dev)
             times["ref"].append(time_steps(ref.step, args.steps, dev))
-            peaks["ref"] = max(peaks.get("ref", 0.0), peak_mib(dev))
             for label, eng in engines.items():
-                reset_peak(dev)
                 times[label].append(time_steps(eng.step, args.steps, dev))
                 eng.flush()
-                peaks[label] = max(peaks.get(label, 0.0), peak_mib(dev))
+        peaks = {"ref": step_peak_mib(ref.step, dev)}
+        for label, eng in engines.items():
+            peaks[label] = step_peak_mib(lambda eng=eng: (eng.step(), eng.flush()), dev)
         r = statistics.median(times["ref"])
         for label, eng in engines.items():
             e = statistics.median(times[label])

@@ -88,3 +88,31 @@ def test_raw_every_survives_an_exact_state_round_trip(shapes_a):
     second.flush()
     assert np.array_equal(whole.lanes["b"].history, second.lanes["b"].history)
     assert np.array_equal(whole.shown("b"), second.shown("b"))
+
+
+def test_cpu_paths_change_layout_not_results(shapes_a):
+    """The CPU load runs the ViT sequence-first with a matmul patch embedding: same features, same gradients."""
+    visual = shapes_a.model.visual
+    assert not visual.transformer.batch_first
+    assert type(visual.conv1).__name__ == "PatchMatmul"
+    from clipterm.models import stock_layout
+
+    plain = stock_layout(shapes_a.model)
+    assert type(plain.visual.conv1).__name__ == "Conv2d" and plain.visual.transformer.batch_first
+    x = torch.rand(5, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    outs = []
+    for model in (shapes_a.model, plain):
+        xi = x.clone().requires_grad_(True)
+        feats = model.encode_image(xi)
+        (feats @ torch.linspace(-1, 1, feats.shape[1])).sum().backward()
+        outs.append((feats.detach(), xi.grad))
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-6, rtol=1e-4)
+
+
+def test_cpu_paths_leave_other_towers_alone(shapes_b):
+    from clipterm.models import adapt_for_cpu
+
+    before = {n: type(m).__name__ for n, m in shapes_b.model.visual.named_modules()}
+    adapt_for_cpu(shapes_b.model.visual)  # a ResNet: no transformer, no patch convolution
+    assert {n: type(m).__name__ for n, m in shapes_b.model.visual.named_modules()} == before
