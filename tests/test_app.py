@@ -663,3 +663,25 @@ def test_trend_text_scales_each_row_to_its_own_range():
     assert trend_text((float("nan"), 0.0, 10.0)) == "·▁█"
     assert trend_text((float("inf"),)) == "·"
     assert trend_text(()) == ""
+
+
+async def test_refused_prompt_survives_leaving_the_field(tmp_path):
+    """A refused prompt keeps its text and its reason after esc and later snapshots (no silent revert)."""
+    app = make_app(tmp_path / "s")
+    e = app.run_.engine
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            live = e.prompt
+            await pilot.press("p", "end", "ctrl+u", *"a cat | :2", "enter")
+            field, reason = app.query_one(PromptInput), app.query_one("#prompt-error")
+            await until(pilot, lambda: reason.display, what="the refusal")
+            await pilot.press("escape")
+            await step(pilot, 2)  # new snapshots arrive while the field is left
+            assert field.value == "a cat | :2" and reason.display and "empty prompt term" in str(reason.render())
+            assert e.prompt == live
+            await pilot.press("p", "end", "ctrl+u", *"a cat", "enter")  # fixed: applied, reason gone
+            await until(pilot, lambda: e.prompt == "a cat", what="the fixed prompt")
+            assert not reason.display
+    finally:
+        close(app)

@@ -100,14 +100,14 @@ Screen { layout: vertical; }
 #prompt-pane:focus-within, #params:focus-within { border: round $accent; border-title-color: $accent; }
 #prompt-pane { height: auto; }
 #prompt-error { color: $error; display: none; }
-#prompt-input.-invalid { color: $error; }
+#prompt-input.-refused { color: $error; }
 #params { height: 1fr; }
 #param-table { height: 1fr; overflow-x: hidden; scrollbar-size-vertical: 1; }
 #param-edit-row { height: 1; display: none; }
 #params.-editing #param-edit-row { display: block; }
 #param-edit-label { width: auto; color: $accent; }
 #param-editor { width: 1fr; }
-#param-editor.-invalid { color: $error; }
+#param-editor.-refused { color: $error; }
 #param-error { color: $error; display: none; height: auto; }
 #similarity { height: auto; }
 .lane-sim { height: auto; }
@@ -339,7 +339,9 @@ class ClipTermApp(App[int]):
         if self.layers:
             self.query_one(LayersPane).show(self.active, snap.lanes.get(self.active))
         prompt = self.query_one(PromptInput)
-        if not prompt.has_focus and prompt.value != snap.prompt and not prompt.has_class("-invalid"):
+        # a refused edit stays in the field with its reason until it is fixed (not Textual's own
+        # "-invalid" class: Input clears that on blur, and the next snapshot would overwrite the text)
+        if not prompt.has_focus and prompt.value != snap.prompt and not prompt.has_class("-refused"):
             prompt.value = snap.prompt
         self._draw_status()
 
@@ -538,7 +540,7 @@ class ClipTermApp(App[int]):
         err = self.query_one("#prompt-error", Static)
         err.update(f"refused: {escape(reason)}" if reason else "")
         err.display = bool(reason)
-        self.query_one(PromptInput).set_class(bool(reason), "-invalid")
+        self.query_one(PromptInput).set_class(bool(reason), "-refused")
 
     def _apply_param(self, text: str) -> None:
         pane = self.query_one(ParamsPane)

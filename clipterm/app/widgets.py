@@ -153,7 +153,7 @@ class ParamsPane(Vertical):
         err = self.query_one("#param-error", Static)
         err.update(f"refused: {escape(reason)}" if reason else "")
         err.display = bool(reason)
-        self.query_one(ParamEditor).set_class(bool(reason), "-invalid")
+        self.query_one(ParamEditor).set_class(bool(reason), "-refused")
 
 
 class LaneSimilarity(Vertical):
