@@ -37,6 +37,40 @@ def _save(fig, path: Path) -> None:
         raise ClipTermError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
+def change_marks(changes: list[dict], lane: str | None = None) -> list[tuple[int, str, bool]]:
+    """(step, label, major) for each recorded change a plot of `lane` (None: every lane) should mark.
+
+    Prompt, model and preset changes are major (they explain jumps in every curve); parameter
+    edits are minor. Several changes at one step share one mark.
+    """
+    marks: dict[int, tuple[list[str], bool]] = {}
+    for c in changes:
+        who = str(c.get("lane", "*"))
+        if lane is not None and who not in ("*", lane):
+            continue
+        key, new = str(c.get("key", "?")), c.get("new")
+        if key == "prompt":
+            label, major = f"prompt: {str(new)[:24]}", True
+        elif key in ("model", "preset"):
+            label, major = f"{key}: {new}", True
+        else:
+            label, major = f"{key} {new:g}" if isinstance(new, float) else f"{key} {new}", False
+        if lane is None and who != "*":
+            label = f"{who.upper()} {label}"
+        labels, was_major = marks.setdefault(int(c.get("step", 0)), ([], False))
+        labels.append(label)
+        marks[int(c.get("step", 0))] = (labels, was_major or major)
+    return [(step, ", ".join(labels), major) for step, (labels, major) in sorted(marks.items())]
+
+
+def _draw_marks(ax, changes: list[dict], lane: str | None) -> None:
+    """Vertical lines at recorded changes, labelled at the top of the axes."""
+    for step, label, major in change_marks(changes, lane):
+        ax.axvline(step, color="0.35" if major else "0.7", linestyle="--" if major else ":", linewidth=0.9)
+        ax.annotate(label[:48], (step, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                    textcoords="offset points", rotation=90, va="top", ha="left", fontsize=7, color="0.3")
+
+
 def _probe_lanes(s: sess.Session) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out = {}
     for lane, arr in s.arrays.items():
@@ -68,6 +102,7 @@ def plot_activations(s: sess.Session, path: Path) -> Path:
         axes[1, j].set_xlabel("step")
         for ax in axes[:, j]:
             ax.grid(alpha=0.3)
+            _draw_marks(ax, s.changes, lane)
         if stats.shape[1] > 1:
             axes[0, j].legend(fontsize=7, ncol=2 if stats.shape[1] > 8 else 1)
     fig.suptitle(f"{s.prompt[:100]}  —  {s.model.get('name', '?')}")
@@ -99,6 +134,7 @@ def plot_gradients(s: sess.Session, path: Path) -> Path:
         bottom.legend(fontsize=8)
         for ax in (top, bottom):
             ax.grid(alpha=0.3, which="both")
+            _draw_marks(ax, s.changes, lane)
     fig.suptitle(f"{s.prompt[:100]}  —  {s.model.get('name', '?')}")
     _save(fig, path)
     return path
@@ -117,9 +153,11 @@ def plot_similarity(s: sess.Session, path: Path) -> Path:
         if len(ev):
             ax.plot(ev[:, 0], ev[:, 1], "o--", color=c, alpha=0.7, label=f"{label} robust")
             ax.plot(ev[:, 0], ev[:, 2], "s:", color=c, alpha=0.7, label=f"{label} verified")
+    _draw_marks(ax, s.changes, None)
     ax.set_xlabel("step")
     ax.set_ylabel("cosine similarity to the prompt")
-    ax.set_title(f"{s.prompt[:100]}  —  {s.model.get('name', '?')}")
+    ax.set_title(f"{s.prompt[:100]}  —  {s.model.get('name', '?')}"
+                 + ("  (dashed: prompt/preset changes)" if any(m[2] for m in change_marks(s.changes)) else ""))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)

@@ -77,3 +77,47 @@ def test_out_that_is_a_file_is_refused(tmp_path, capsys):
     assert code == 2 and "not a directory" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_main(capsys, "analyze", s, "--out", tmp_path / "file" / "sub")
     assert code == 2 and "cannot create" in err
+
+
+def test_change_marks_follow_the_recorded_changes():
+    from clipterm.analysis import change_marks
+
+    changes = [{"step": 900, "lane": "b", "key": "preset", "old": "constrained", "new": "unconstrained"},
+               {"step": 1401, "lane": "*", "key": "prompt", "old": "a dog", "new": "a red tomato | blurry:-0.5"},
+               {"step": 1401, "lane": "a", "key": "lr", "old": 0.05, "new": 0.02},
+               {"step": 2000, "lane": "a", "key": "views", "old": 1, "new": 8}]
+    assert change_marks(changes, "b") == [(900, "preset: unconstrained", True),
+                                          (1401, "prompt: a red tomato | blurry:-0", True)]
+    assert change_marks(changes, "a") == [(1401, "prompt: a red tomato | blurry:-0, lr 0.02", True),
+                                          (2000, "views 8", False)]
+    both = change_marks(changes)  # the similarity plot, both lanes: lane-specific marks name their lane
+    assert [m[0] for m in both] == [900, 1401, 2000]
+    assert both[0][1] == "B preset: unconstrained" and both[2] == (2000, "A views 8", False)
+    assert change_marks([]) == []
+
+
+def test_a_resumed_session_with_changes_gets_its_marks(tmp_path, capsys):
+    """A change recorded at resume is drawn as a vertical line: the plot differs only by it.
+
+    --temperature is recorded but does not enter lane A's cosine loss, so both runs are identical."""
+    plain, changed = tmp_path / "plain", tmp_path / "changed"
+    for s in (plain, changed):
+        make_session(s, "shapes-a", "--lanes", "a")
+    assert main(["run", str(plain), "--steps", "10", "--device", "cpu", "--quiet"]) == 0
+    assert main(["run", str(changed), "--steps", "10", "--device", "cpu", "--quiet", "--temperature", "3"]) == 0
+    imgs = {}
+    for s in (plain, changed):
+        code, _, err = run_main(capsys, "analyze", s, "--out", tmp_path / f"{s.name}-plots")
+        assert code == 0, err
+        imgs[s.name] = check_png(tmp_path / f"{s.name}-plots" / "activations.png", (1200, 700))
+    assert [c["key"] for c in json_changes(changed)] == ["temperature"]
+    # the same trajectory: only the mark (a grey line plus its label) tells them apart
+    diff = np.abs(imgs["plain"].astype(int) - imgs["changed"].astype(int)).sum(axis=2) > 0
+    cols = np.flatnonzero(diff.any(axis=0))
+    assert diff.sum() > 100 and len(cols) < 60  # a narrow vertical band, not a different plot
+
+
+def json_changes(session) -> list[dict]:
+    import tomllib
+
+    return tomllib.loads((session / "session.toml").read_text()).get("changes", [])
