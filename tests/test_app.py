@@ -156,7 +156,7 @@ async def test_layers_pane_shows_probe_rows_of_the_active_lane(tmp_path):
             pane = app.query_one(LayersPane)
             assert not pane.display  # hidden by default
             await pilot.press("l")
-            assert app.layers and pane.display and pane.border_title == "Layers"
+            assert app.layers and pane.display and pane.border_title.startswith("Layers")
             names = app.run_.engine.probe.names
             assert names[0] == "canvas" and len(names) > 1
             await step(pilot, 1)  # the first step is always probed
@@ -180,6 +180,11 @@ async def test_layers_pane_shows_probe_rows_of_the_active_lane(tmp_path):
             await pilot.press("ctrl+t")  # the pane follows the active lane
             await until(pilot, lambda: "lane B" in pane.border_subtitle, what="lane B rows")
             assert [r[0] for r in pane.values()] == names
+            await pilot.press("vertical_line")  # split view: the side column narrows, every column still fits
+            await until(pilot, lambda: app.split, what="split view")
+            await pilot.pause(0.2)
+            table = pane.query_one("#layer-table")
+            assert 0 < table.virtual_size.width <= table.scrollable_content_region.width
             await pilot.press("l")
             assert not app.layers and not pane.display
     finally:

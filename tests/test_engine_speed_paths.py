@@ -116,3 +116,19 @@ def test_cpu_paths_leave_other_towers_alone(shapes_b):
     before = {n: type(m).__name__ for n, m in shapes_b.model.visual.named_modules()}
     adapt_for_cpu(shapes_b.model.visual)  # a ResNet: no transformer, no patch convolution
     assert {n: type(m).__name__ for n, m in shapes_b.model.visual.named_modules()} == before
+
+
+def test_compiled_engine_tracks_eager(shapes_a):
+    """--compile (torch.compile of the image tower, CPU fast paths included) follows the eager trajectory."""
+    lanes = {"a": preset("unconstrained"), "b": with_value(preset("constrained"), "views", 2)}
+    runs = {}
+    for compiled in (False, True):
+        e = Engine(shapes_a, PROMPT, lanes, seed=5, eval_every=0, compile=compiled)
+        e.step(6)
+        e.flush()
+        runs[compiled] = e
+    assert runs[True]._encode is not shapes_a.model.encode_image  # really the compiled callable
+    for lane in lanes:
+        np.testing.assert_allclose(runs[True].lanes[lane].history[:, 0], runs[False].lanes[lane].history[:, 0],
+                                   atol=2e-4)
+        np.testing.assert_allclose(runs[True].shown(lane), runs[False].shown(lane), atol=2e-3)

@@ -32,7 +32,7 @@ from clipterm.probes import STAT_COLUMNS, layer_rows
 from clipterm.runner import Run
 
 SPARK_POINTS = 240
-LAYER_TREND = 16  # probe records behind each row's trend in the Layers view
+LAYER_TREND = 12  # probe records behind each row's trend in the Layers view
 PREVIEW_SIZE = 128
 UI_STATE = "app.toml"
 

@@ -203,7 +203,7 @@ class SimilarityPane(Vertical):
 
 
 def fmt_stat(v: float) -> str:
-    return "—" if not math.isfinite(v) else f"{v:.4g}"
+    return "—" if not math.isfinite(v) else f"{v:.3g}"
 
 
 TREND_GLYPHS = "▁▂▃▄▅▆▇█"
@@ -230,12 +230,13 @@ def trend_text(values: tuple[float, ...]) -> str:
 class LayersPane(Vertical):
     """The active lane's newest layer-probe record: one row per layer (canvas, then each block)."""
 
-    COLUMNS = (("layer", "name"), ("act mean", "act_mean"), ("act std", "act_std"), ("act norm", "act_norm"),
-               ("grad norm", "grad_norm"), ("grad norm trend", "trend"))
+    # short labels so the trend still fits the side column of the split view; the title says what they are
+    COLUMNS = (("layer", "name"), ("mean", "act_mean"), ("std", "act_std"), ("norm", "act_norm"),
+               ("grad", "grad_norm"), ("grad trend", "trend"))
 
     def __init__(self) -> None:
         super().__init__(id="layers")
-        self.border_title = "Layers"
+        self.border_title = "Layers · activation mean, std, norm · gradient norm"
         self.display = False
         self._names: tuple[str, ...] = ()
 
