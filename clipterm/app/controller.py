@@ -459,7 +459,8 @@ class Controller:
         self.post(SnapshotReady(snap))
 
     def _layers(self, lane: str) -> dict:
-        """The lane's newest probe record as plain rows, only while the Layers view is shown."""
+        """The lane's newest probe record as plain rows, plus each layer's recent gradient norms (the
+        trend), only while the Layers view is shown; nothing otherwise, so snapshots stay small."""
         probe = self.run.engine.probe
         if not self.layers or probe is None:
             return {}
