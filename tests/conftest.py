@@ -20,3 +20,18 @@ def shapes_a():
 def shapes_b():
     """The judge (a small ResNet trained from another seed)."""
     return load_model("shapes-b", device="cpu")
+
+
+@pytest.fixture
+def shared_shapes_a(monkeypatch, shapes_a):
+    """Make app code reuse the session-scoped shapes-a bundle instead of reloading it for each app."""
+    import clipterm.models
+    import clipterm.runner
+
+    real = clipterm.models.load_model
+
+    def load(name, pretrained=None, device="auto"):
+        return shapes_a if name == "shapes-a" and str(device) == "cpu" else real(name, pretrained, device)
+
+    monkeypatch.setattr(clipterm.models, "load_model", load)
+    monkeypatch.setattr(clipterm.runner, "load_model", load)

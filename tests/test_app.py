@@ -30,22 +30,10 @@ from clipterm.app.widgets import (
 from clipterm.cli import build_app_parser
 
 SIZE = (160, 48)
-pytestmark = pytest.mark.filterwarnings("ignore:Image.Image.getdata is deprecated:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def _shared_model(monkeypatch, shapes_a):
-    """Every app in this file reuses the session-scoped shapes-a bundle instead of reloading it."""
-    import clipterm.models
-    import clipterm.runner
-
-    real = clipterm.models.load_model
-
-    def load(name, pretrained=None, device="auto"):
-        return shapes_a if name == "shapes-a" and str(device) == "cpu" else real(name, pretrained, device)
-
-    monkeypatch.setattr(clipterm.models, "load_model", load)
-    monkeypatch.setattr(clipterm.runner, "load_model", load)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Image.Image.getdata is deprecated:DeprecationWarning"),
+    pytest.mark.usefixtures("shared_shapes_a"),  # every app here reuses one loaded shapes-a
+]
 
 
 def make_app(path: Path | None, *extra: str) -> ClipTermApp:

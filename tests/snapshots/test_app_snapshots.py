@@ -17,21 +17,10 @@ from clipterm.app import build_app
 from clipterm.app.controller import JudgeView
 from clipterm.cli import build_app_parser
 
-pytestmark = pytest.mark.filterwarnings("ignore:Image.Image.getdata is deprecated:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def _shared_model(monkeypatch, shapes_a):
-    import clipterm.models
-    import clipterm.runner
-
-    real = clipterm.models.load_model
-
-    def load(name, pretrained=None, device="auto"):
-        return shapes_a if name == "shapes-a" and str(device) == "cpu" else real(name, pretrained, device)
-
-    monkeypatch.setattr(clipterm.models, "load_model", load)
-    monkeypatch.setattr(clipterm.runner, "load_model", load)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Image.Image.getdata is deprecated:DeprecationWarning"),
+    pytest.mark.usefixtures("shared_shapes_a"),  # every app here reuses one loaded shapes-a
+]
 
 
 def fixed_app(tmp_path, split: bool = False):
