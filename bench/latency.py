@@ -47,13 +47,27 @@ async def _bench(app, presses: int, roundtrips: int, warmup: float, idle: bool =
 
     app._display = display
 
+    draws: list[tuple[float, str, str | None]] = []  # (time, active lane, its preset) at each redraw
+    real_draw = app._draw
+
+    def draw() -> None:
+        snap = app.snapshot
+        lane = snap.lanes.get(app.active) if snap else None
+        draws.append((time.perf_counter(), app.active, lane.params.preset if lane else None))
+        real_draw()
+
+    app._draw = draw
+
+    def drawn_since(t: float, cond) -> float:
+        """When the app first redrew with the key's effect (the screen update that shows it follows)."""
+        return next(d for d, lane, preset in draws if d > t and cond(lane, preset))
+
     async def shown_after(t: float, timeout: float = 10.0) -> float:
         end = time.perf_counter() + timeout
         while time.perf_counter() < end:
-            for d in reversed(displays):
-                if d > t:
-                    return d
-                break
+            later = [d for d in displays if d > t]
+            if later:
+                return later[0]
             await asyncio.sleep(0.0005)
         raise TimeoutError("no screen update")
 
@@ -76,7 +90,7 @@ async def _bench(app, presses: int, roundtrips: int, warmup: float, idle: bool =
             c0, t0 = time.thread_time(), time.perf_counter()
             app.post_message(events.Key("t", "t"))  # what the terminal driver posts for a key
             await until(lambda b=before: app.active != b)
-            changed = time.perf_counter()
+            changed = drawn_since(t0, lambda lane, _p, b=before: lane != b)
             ui.append((await shown_after(changed) - t0) * 1000)
             ui_cpu.append((time.thread_time() - c0) * 1000)  # the UI thread's own CPU time for it
             await asyncio.sleep(random.uniform(0.05, 0.2))
@@ -89,7 +103,7 @@ async def _bench(app, presses: int, roundtrips: int, warmup: float, idle: bool =
             t0 = time.perf_counter()
             app.post_message(events.Key("m", "m"))
             await until(lambda ln=lane, w=want: app.snapshot.lanes[ln].params.preset == w)
-            changed = time.perf_counter()
+            changed = drawn_since(t0, lambda _lane, preset, w=want: preset == w)
             worker.append((await shown_after(changed) - t0) * 1000)
             await asyncio.sleep(random.uniform(0.05, 0.2))
 

@@ -55,6 +55,13 @@ async def started(pilot) -> None:
     await until(pilot, lambda: pilot.app.snapshot is not None, what="first snapshot")
 
 
+def screen_rows(app: ClipTermApp, widget) -> list[list[tuple[str, str]]]:
+    """What the compositor draws over the widget's screen region: (text, style) of each segment."""
+    r = widget.region
+    strips = app.screen._compositor.render_strips()
+    return [[(seg.text, str(seg.style)) for seg in strip.crop(r.x, r.right)] for strip in strips[r.y:r.bottom]]
+
+
 def log_text(app: ClipTermApp) -> str:
     return "\n".join(str(line.text) for line in app.query_one("#log").lines)
 
@@ -79,7 +86,7 @@ async def test_panes_titles_and_status(tmp_path):
             await started(pilot)
             assert app.query_one("#prompt-pane").border_title == "Prompt"
             assert app.query_one(ParamsPane).border_title == "Parameters · lane A · unconstrained"
-            assert app.query_one("#frame-a").border_title.startswith("Frame A · unconstrained · step 0 · sim")
+            assert app.query_one("#frame-0").border_title.startswith("Frame A · unconstrained · step 0 · sim")
             assert app.query_one("#similarity").border_title == "Similarity"
             assert app.query_one("#log").border_title == "Log"
             status = str(app.query_one("#status").render())
@@ -87,9 +94,9 @@ async def test_panes_titles_and_status(tmp_path):
                 assert part in status
             assert app.query_one(PromptInput).value == DEFAULT_PROMPT
             assert "new session s on shapes-a (cpu)" in log_text(app)
-            assert app.query_one("#image-a").image is not None  # the canvas reached the Frame pane
+            assert app.query_one("#image-0").image is not None  # the canvas reached the Frame pane
             await step(pilot, 2)
-            assert "step 2" in app.query_one("#frame-a").border_title
+            assert "step 2" in app.query_one("#frame-0").border_title
             assert "now 0." in str(app.query_one("#numbers-a").render())
             assert len(app.query_one("#spark-a").data) == 2
     finally:
@@ -101,16 +108,26 @@ async def test_toggle_lane_changes_frame_and_parameters(tmp_path):
     try:
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)
-            fa, fb = app.query_one("#frame-a"), app.query_one("#frame-b")
-            assert fa.display and not fb.display
+            await step(pilot, 2)  # the lanes' canvases differ from here on
+            frame, image = app.query_one("#frame-0"), app.query_one("#image-0")
+            assert frame.lane == "a" and not app.query_one("#frame-1").display
+            shown_a = np.asarray(image.image)
+            assert np.array_equal(shown_a, app.snapshot.lanes["a"].preview)
+            screen_a = screen_rows(app, image)
             await pilot.press("ctrl+t")
             assert app.active == "b"
-            assert fb.display and not fa.display
-            await until(pilot, lambda: fb.border_title.startswith("Frame B · constrained"))
+            await until(pilot, lambda: frame.border_title.startswith("Frame B · constrained"))
+            assert frame.lane == "b" and not app.query_one("#frame-1").display
+            assert np.array_equal(np.asarray(image.image), app.snapshot.lanes["b"].preview)  # lane B's canvas
+            assert not np.array_equal(np.asarray(image.image), shown_a)
+            await pilot.pause()
+            assert screen_rows(app, image) != screen_a  # and it reached the screen, not just the widget
             assert app.query_one(ParamsPane).border_title == "Parameters · lane B · constrained"
             assert app.query_one("#sim-b").has_class("-active")
             await pilot.press("t")
-            assert app.active == "a" and fa.display
+            assert app.active == "a" and frame.lane == "a"
+            await pilot.pause()
+            assert screen_rows(app, image) == screen_a
             # in a text field 't' is text, ctrl+t still toggles
             await pilot.press("p", "t")
             assert app.active == "a" and app.query_one(PromptInput).value.endswith("t")
@@ -126,11 +143,15 @@ async def test_split_view_shows_both_lanes(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)
             await pilot.press("vertical_line")
-            await until(pilot, lambda: app.query_one("#image-b").image is not None)
-            assert app.split and app.query_one("#frame-a").display and app.query_one("#frame-b").display
-            assert app.query_one("#frame-b").border_title.startswith("Frame B")
+            await until(pilot, lambda: app.query_one("#image-1").image is not None)
+            left, right = app.query_one("#frame-0"), app.query_one("#frame-1")
+            assert app.split and left.display and right.display and (left.lane, right.lane) == ("a", "b")
+            assert left.border_title.startswith("Frame A") and right.border_title.startswith("Frame B")
+            assert left.has_class("-active") and not right.has_class("-active")
+            await pilot.press("t")  # in the split view the toggle moves the highlight, not the pictures
+            assert right.has_class("-active") and not left.has_class("-active") and left.lane == "a"
             await pilot.press("vertical_line")
-            assert not app.split and not app.query_one("#frame-b").display
+            assert not app.split and not right.display and left.lane == "b"
     finally:
         close(app)
 
@@ -234,11 +255,11 @@ async def test_m_flips_preset(tmp_path):
             await started(pilot)
             await pilot.press("m")
             await until(pilot, lambda: e.lanes["a"].params.preset == "constrained")
-            await until(pilot, lambda: "· constrained ·" in app.query_one("#frame-a").border_title)
+            await until(pilot, lambda: "· constrained ·" in app.query_one("#frame-0").border_title)
             await pilot.press("m")
             await until(pilot, lambda: e.lanes["a"].params.preset == "unconstrained")
             assert "lane A: preset constrained → unconstrained" in log_text(app)
-            await until(pilot, lambda: "· unconstrained ·" in app.query_one("#frame-a").border_title)
+            await until(pilot, lambda: "· unconstrained ·" in app.query_one("#frame-0").border_title)
     finally:
         close(app)
 
@@ -345,8 +366,9 @@ async def test_quit_saves_and_resume_restores_steps_and_lane(tmp_path):
         async with again.run_test(size=SIZE) as pilot:
             await started(pilot)
             assert again.snapshot.steps == 3 and again.active == "b"
-            assert again.query_one("#frame-b").display and not again.query_one("#frame-a").display
-            assert "step 3" in again.query_one("#frame-b").border_title
+            assert again.query_one("#frame-0").lane == "b" and not again.query_one("#frame-1").display
+            assert again.query_one("#frame-0").border_title.startswith("Frame B")
+            assert "step 3" in again.query_one("#frame-0").border_title
             assert "resumed s at step 3" in log_text(again)
     finally:
         close(again)
@@ -386,13 +408,13 @@ async def test_scrub_through_saved_trajectory(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)
             await step(pilot, 3)  # frames at steps 0..3
-            title = app.query_one("#frame-a")
-            live = app.query_one("#image-a").image
+            title = app.query_one("#frame-0")
+            live = app.query_one("#image-0").image
             await pilot.press("left_square_bracket")
             assert app.scrub == 2 and "step 2 (saved 3/4)" in title.border_title
             await pilot.press("left_square_bracket", "left_square_bracket", "left_square_bracket")
             assert app.scrub == 0 and "step 0 (saved 1/4)" in title.border_title
-            assert app.query_one("#image-a").image is not live
+            assert app.query_one("#image-0").image is not live
             assert "scrubbing" in str(app.query_one("#status").render())
             await pilot.press("e")  # exports the shown (saved) frame
             assert (tmp_path / "s" / "exports" / "lane-a-step-0000000-saved.png").exists()
@@ -449,10 +471,10 @@ async def test_theme_is_switchable_and_remembered(tmp_path):
         await started(pilot)
         assert app.theme == "clipterm-midnight"
         assert {"clipterm-midnight", "clipterm-paper", "clipterm-phosphor"} <= set(app.available_themes)
-        frame_border = app.query_one("#frame-a").styles.border_top[1]
+        frame_border = app.query_one("#frame-0").styles.border_top[1]
         app.theme = "clipterm-paper"
         await until(pilot, lambda: app.run_.theme == "clipterm-paper", what="theme reaches the run")
-        assert app.query_one("#frame-a").styles.border_top[1] != frame_border  # borders follow the theme
+        assert app.query_one("#frame-0").styles.border_top[1] != frame_border  # borders follow the theme
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running)
     close(app)
@@ -599,6 +621,71 @@ def test_fast_halfcell_draws_exactly_what_textual_image_draws():
         assert list(console.render(fast, opts)) == got  # cached
 
 
+async def test_fast_halfcell_widget_draws_what_textual_image_widget_draws():
+    """The half-block frame widget's own row drawing (and its picture cache) is a speed-up only: on the
+    screen it gives the same cells as textual-image's HalfcellImage widget, for new and repeated images."""
+    from PIL import Image
+    from textual.app import App
+    from textual.containers import Horizontal
+    from textual_image.widget import HalfcellImage
+
+    from clipterm.app.render import FastHalfcellImage
+
+    rng = np.random.default_rng(1)
+    pics = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(3)]
+
+    class Pair(App):
+        CSS = "Horizontal > * { width: auto; height: auto; max-width: 64; max-height: 32; }"
+
+        def compose(self):
+            with Horizontal():
+                yield FastHalfcellImage(pics[0], id="fast")
+                yield HalfcellImage(pics[0], id="ref")
+
+    app = Pair()
+    async with app.run_test(size=(140, 40)) as pilot:
+        fast, ref = app.query_one("#fast"), app.query_one("#ref")
+        for pic in (pics[0], pics[1], pics[2], pics[1], pics[0]):  # new pictures, then cached ones again
+            fast.image = pic
+            ref.image = pic
+            await pilot.pause()
+            got, want = screen_rows(app, fast), screen_rows(app, ref)
+            assert fast.size == ref.size and len(got) == 32
+            assert [[t for t, _ in row] for row in got] == [[t for t, _ in row] for row in want]
+            assert got == want
+
+
+async def test_set_line_relayouts_only_when_the_length_changes():
+    """Numbers that grow must still wrap onto a second line (relayout), while same-length updates
+    (every snapshot) repaint without one."""
+    from textual.app import App
+    from textual.widgets import Static
+
+    from clipterm.app.widgets import set_line
+
+    class One(App):
+        CSS = "Static { width: 20; height: auto; }"
+
+        def compose(self):
+            yield Static("now .951 best .953", id="n")
+
+    app = One()
+    async with app.run_test(size=(40, 10)) as pilot:
+        n = app.query_one("#n")
+        await pilot.pause()
+        assert n.size.height == 1
+        layouts = []
+        real = n.refresh
+        n.refresh = lambda *a, **k: (layouts.append(k.get("layout", False)), real(*a, **k))[1]
+        set_line(n, "now .952 best .953")  # same length: repaint only
+        set_line(n, "now .952 best .953")  # unchanged: nothing at all
+        assert layouts == [False]
+        set_line(n, "now .952 best .953 rob .040 #14")  # longer: wraps, needs the relayout
+        assert layouts == [False, True]
+        await pilot.pause()
+        assert n.size.height == 2 and "#14" in str(n.render())
+
+
 async def test_judge_scores_are_shown(tmp_path, monkeypatch, shapes_a, shapes_b):
     """The independent judge (shapes-b) ranks the prompt for each lane; its numbers reach the Similarity pane."""
     import clipterm.models
@@ -643,7 +730,7 @@ async def test_every_renderer_shows_the_frame(tmp_path, render):
         async with app.run_test(size=(80, 24)) as pilot:
             await started(pilot)
             await pilot.pause(0.2)
-            assert app.query_one("#image-a").image is not None
+            assert app.query_one("#image-0").image is not None
             await pilot.press("t")
             assert app.active == "b"
     finally:

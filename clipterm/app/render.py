@@ -16,6 +16,7 @@ from rich.color_triplet import ColorTriplet
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.style import Style
+from textual.strip import Strip
 from textual_image._terminal import get_cell_size
 from textual_image.renderable.halfcell import Image as HalfcellRenderable
 from textual_image.widget._base import Image as BaseImage
@@ -52,20 +53,43 @@ class FastHalfcell(HalfcellRenderable):
     def __init__(self, image, width=None, height=None) -> None:
         super().__init__(image, width, height)
         self._cache: dict[tuple[int, int], list[Segment]] = {}
+        self._rows: dict[tuple[int, int], list[Strip]] = {}
 
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width, height = self._render_size.get_cell_size(options.max_width, options.max_height, get_cell_size())
+    def _segments(self, max_width: int, max_height: int | None) -> tuple[int, list[Segment]]:
+        width, height = self._render_size.get_cell_size(max_width, max_height, get_cell_size())
         segs = self._cache.get((width, height))
         if segs is None:
             segs = self._cache[(width, height)] = halfcell_segments(
                 self._image_data.scaled(width, height * 2).pil_image)
-        yield from segs
+        return width, segs
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from self._segments(options.max_width, options.max_height)[1]
+
+    def strips(self, max_width: int, max_height: int) -> list[Strip]:
+        """The same cells as Textual strips, one per row, for a widget's render_line."""
+        rows = self._rows.get((max_width, max_height))
+        if rows is None:
+            width, segs = self._segments(max_width, max_height)
+            rows, row = [], []
+            for seg in segs:
+                if seg.text == "\n":
+                    rows.append(Strip(row, width))
+                    row = []
+                else:
+                    row.append(seg)
+            self._rows[(max_width, max_height)] = rows
+        return rows
 
 
 class FastHalfcellImage(BaseImage, Renderable=FastHalfcell):
-    """Half-block frame widget: keeps its renderable while image and size stay, no relayout per frame."""
+    """Half-block frame widget: no relayout per frame, and the last two pictures' renderables kept.
 
-    _cached_for: tuple | None = None
+    One frame slot shows lane A or lane B in turn, so toggling back to a lane whose canvas has not
+    changed (paused, scrubbing) reuses its cells instead of rebuilding them.
+    """
+
+    KEEP = 2
 
     @property
     def image(self):  # type: ignore[override]
@@ -84,9 +108,21 @@ class FastHalfcellImage(BaseImage, Renderable=FastHalfcell):
     def render(self):
         if not self._image:
             return ""
-        size = self._get_styled_size()
-        key = (id(self._image), size)
-        if self._renderable is None or self._cached_for != key:
-            self._renderable = self._Renderable(self._image, *size)
-            self._cached_for = key
-        return self._renderable
+        recent: dict[tuple, tuple] = self.__dict__.setdefault("_recent", {})
+        key = (id(self._image), self._get_styled_size())  # the image is held below: its id stays unique
+        hit = recent.pop(key, None)
+        if hit is None:
+            hit = (self._image, self._Renderable(self._image, *key[1]))
+        recent[key] = hit  # newest last
+        while len(recent) > self.KEEP:
+            recent.pop(next(iter(recent)))
+        self._renderable = hit[1]
+        return hit[1]
+
+    def render_line(self, y: int) -> Strip:
+        """A row straight from the cached cells. Textual's default path re-renders the picture through
+        Rich and merges the widget's style into each of its thousands of cells, which changes
+        nothing here (every cell sets both its colours) but cost most of a frame's drawing time."""
+        picture = self.render()
+        rows = picture.strips(self.size.width, self.size.height) if isinstance(picture, FastHalfcell) else []
+        return rows[y] if 0 <= y < len(rows) else Strip.blank(self.size.width, self.visual_style.rich_style)

@@ -38,6 +38,7 @@ from clipterm.app.widgets import (
     PromptInput,
     SimilarityPane,
     fmt_sim,
+    set_line,
 )
 from clipterm.errors import ClipTermError
 from clipterm.presets import PRESETS, with_value
@@ -91,8 +92,7 @@ Screen { layout: vertical; }
          align: center middle; }
 .frame.-active { border: round $accent; border-title-color: $accent; border-title-style: bold; }
 .frame Widget { width: auto; height: auto; }
-.-single .frame { display: none; }
-.-single .frame.-active { display: block; }
+.-single #frame-1 { display: none; }
 #side { width: 1fr; max-width: 90; }
 #body.-split #frames { width: 3fr; }
 #body.-split #side { width: 2fr; }
@@ -155,9 +155,11 @@ class ClipTermApp(App[int]):
     BINDINGS = [Binding(k.key, k.action if k.priority else f"typed({k.action!r})", k.label, show=k.show,
                         priority=True, key_display=k.display) for k in KEYS]
 
-    active = reactive("a")
-    split = reactive(False)
-    layers = reactive(False)
+    # repaint=False: an App reactive's default repaint is a full-screen repaint on every change (60 ms
+    # at 160x48 on a busy 2-core box); the watchers below refresh just the widgets that change.
+    active = reactive("a", repaint=False)
+    split = reactive(False, repaint=False)
+    layers = reactive(False, repaint=False)
 
     def __init__(self, run: Run, *, image_cls: type[Widget], fps: float = 4.0, paused: bool = False,
                  judge: str | None = "shapes-b", startup_log: Iterable[str] = (), ui_state: dict | None = None) -> None:
@@ -192,8 +194,8 @@ class ClipTermApp(App[int]):
         yield Static("", id="status")
         with Horizontal(id="body"):
             with Horizontal(id="frames", classes="-single"):
-                for lane in self.lanes:
-                    yield FrameView(lane, self.image_cls)
+                for slot in range(len(self.lanes)):
+                    yield FrameView(slot, self.image_cls)
             with Vertical(id="side"):
                 with Vertical(id="prompt-pane"):
                     yield PromptInput(self._first_prompt, id="prompt-input", compact=True,
@@ -316,12 +318,9 @@ class ClipTermApp(App[int]):
         if snap is None:
             return
         room = self.query_one("#frames").size.width // (2 if self.split else 1) - 4  # title room per frame
-        for lane in self.lanes:
+        for frame, lane in zip(self.query(FrameView), self._slot_lanes()):
             view = snap.lanes.get(lane)
             if view is None:
-                continue
-            frame = self.query_one(f"#frame-{lane}", FrameView)
-            if lane != self.active and not self.split:
                 continue
             if self.scrub is not None and view.frame_steps:
                 i = min(self.scrub, len(view.frame_steps) - 1)
@@ -331,7 +330,7 @@ class ClipTermApp(App[int]):
             else:
                 pixels = view.preview
                 title = frame_title(lane, view.params.preset, snap.steps, view.current, room)
-            frame.show(pixels, title)
+            frame.show(lane, pixels, title)
         if self.active in snap.lanes:
             self.query_one(ParamsPane).show(self.active, snap.lanes[self.active].params)
         sim = self.query_one(SimilarityPane)
@@ -344,6 +343,10 @@ class ClipTermApp(App[int]):
         if not prompt.has_focus and prompt.value != snap.prompt and not prompt.has_class("-refused"):
             prompt.value = snap.prompt
         self._draw_status()
+
+    def _slot_lanes(self) -> tuple[str, ...]:
+        """The lane each frame slot shows: all lanes side by side, or the active one alone."""
+        return self.lanes if self.split else (self.active,)
 
     def _saved_frame(self, lane: str, i: int):
         """A trajectory frame: host uint8 arrays the worker only ever appends (never a tensor)."""
@@ -364,14 +367,14 @@ class ClipTermApp(App[int]):
         if self.scrub is not None:
             parts.append("scrubbing (] to live)")
         sep = "  ◆ " if self.size.width >= 120 else " │ "
-        self.query_one("#status", Static).update("[b]clipterm[/b]" + sep + sep.join(parts))
+        set_line(self.query_one("#status", Static), "[b]clipterm[/b]" + sep + sep.join(parts), fixed_height=True)
 
     def _sync_view(self) -> None:
         """Apply active lane / split to the frames and tell the worker (remembered on save)."""
         self.query_one("#frames").set_class(not self.split, "-single")
         self.query_one("#body").set_class(self.split, "-split")
-        for lane in self.lanes:
-            self.query_one(f"#frame-{lane}").set_class(lane == self.active, "-active")
+        for frame, lane in zip(self.query(FrameView), self._slot_lanes()):
+            frame.set_class(lane == self.active, "-active")
         self.controller.view = {"lane": self.active, "split": self.split}
         self._draw()
         self._draw_status()
@@ -478,8 +481,8 @@ class ClipTermApp(App[int]):
             if self.scrub >= n:
                 self.scrub = None
             self.scrub = None if self.scrub is None else max(0, self.scrub)
-        for lane in self.lanes:  # force a redraw even if the preview object is the same
-            self.query_one(f"#frame-{lane}", FrameView)._shown = None
+        for frame in self.query(FrameView):  # force a redraw even if the preview object is the same
+            frame._shown = None
         self._draw()
         self._draw_status()
 

@@ -77,29 +77,63 @@ class ParamTable(DataTable):
     BINDINGS = [Binding("enter", "select_cursor", "Edit", key_display="⏎")]
 
 
-class FrameView(Vertical):
-    """One lane's canvas (textual-image widget) with lane, preset, step and similarity in its title."""
+def set_line(widget: Static, text: str | Text, fixed_height: bool = False) -> None:
+    """Update a Static only when its text changed, and relayout only when its length did.
 
-    def __init__(self, lane: str, image_cls: type[Widget]) -> None:
-        super().__init__(id=f"frame-{lane}", classes="frame")
-        self.lane = lane
+    Static.update relayouts by default, and a relayout repaints the whole screen: done for the status
+    line and the similarity numbers on every snapshot, that cost tens of milliseconds a frame and
+    delayed key presses. Same-length text wraps to the same lines; a fixed-height line never needs it.
+    """
+    old, new = str(widget.content), str(text)
+    if old != new:
+        widget.update(text, layout=not fixed_height and len(old) != len(new))
+
+
+class FrameView(Vertical):
+    """A frame slot: one lane's canvas (textual-image widget), lane, preset, step and similarity in its title.
+
+    Slots, not lanes, own the widgets: in the single view slot 0 shows whichever lane is active, so
+    toggling lanes swaps the picture in place (a repaint) instead of hiding one widget and showing
+    another (a relayout and a full-screen repaint). In the split view slot i shows lane i.
+    """
+
+    def __init__(self, slot: int, image_cls: type[Widget]) -> None:
+        super().__init__(id=f"frame-{slot}", classes="frame")
+        self.slot = slot
+        self.lane: str | None = None  # the lane shown now
         self.image_cls = image_cls
-        self.border_title = f"Frame {lane.upper()}"
+        self.border_title = "Frame"
         self._shown: object = None
+        self._pictures: dict[int, tuple[np.ndarray, PILImage.Image]] = {}  # the last two, by canvas
         self.frames_drawn = 0
 
     def compose(self) -> ComposeResult:
-        yield self.image_cls(id=f"image-{self.lane}")
+        yield self.image_cls(id=f"image-{self.slot}")
 
-    def show(self, pixels: np.ndarray | None, title: str) -> None:
+    def _picture(self, pixels: np.ndarray) -> PILImage.Image:
+        """The same PIL image for the same canvas array, so the image widget can reuse its cells
+        when the slot toggles back to a lane whose canvas has not changed."""
+        hit = self._pictures.pop(id(pixels), None)
+        if hit is None:
+            hit = (pixels, PILImage.fromarray(pixels))  # holding the array keeps its id unique
+        self._pictures[id(pixels)] = hit
+        while len(self._pictures) > 2:
+            self._pictures.pop(next(iter(self._pictures)))
+        return hit[1]
+
+    def show(self, lane: str, pixels: np.ndarray | None, title: str) -> None:
         self.border_title = title
+        image = self.query_one(f"#image-{self.slot}")
+        if lane != self.lane:
+            self.lane, self._shown = lane, None
+            if pixels is None and image.image is not None:
+                image.image = None  # never another lane's picture under this lane's title
         if pixels is None or pixels is self._shown:
             return
         self._shown = pixels
-        image = self.query_one(f"#image-{self.lane}")
         # one half-block cell per canvas pixel at most: more cells add no detail, only drawing work
         image.styles.max_width, image.styles.max_height = pixels.shape[1], (pixels.shape[0] + 1) // 2
-        image.image = PILImage.fromarray(pixels)
+        image.image = self._picture(pixels)
         self.frames_drawn += 1
 
 
@@ -181,7 +215,7 @@ class LaneSimilarity(Vertical):
             judge = f"#{j.rank}" if j else "#—"  # the judge's rank of the prompt
             text = (f"now {short_sim(view.current)} best {short_sim(view.best)} rob {short_sim(view.robust)} "
                     f"{judge}")
-        self.query_one(f"#numbers-{self.lane}", Static).update(Text(text))
+        set_line(self.query_one(f"#numbers-{self.lane}", Static), text)
 
 
 class SimilarityPane(Vertical):
