@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,6 +322,25 @@ def _norm_of(preprocess) -> tuple[tuple, tuple]:
     return OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 
+def _load_error(e: Exception) -> str:
+    """One line from a loader exception. torch's state-dict mismatch puts its substance (which keys
+    are missing or unexpected) on later lines, so those are counted and one of each is named."""
+    text = str(e)
+    if not text:
+        return type(e).__name__
+    parts = []
+    for kind in ("Missing", "Unexpected"):
+        m = re.search(rf"{kind} key\(s\) in state_dict: (.*)", text)
+        if m:
+            keys = re.findall(r'"([^"]+)"', m.group(1))
+            parts.append(f"{len(keys)} {kind.lower()} keys (e.g. {keys[0]!r})" if keys else f"{kind.lower()} keys")
+    m = re.search(r"size mismatch for ([^:]+):", text)
+    if m:
+        parts.append(f"shape mismatch for {m.group(1)!r}")
+    line = text.splitlines()[0].rstrip(":. ")
+    return (f"{line}: {', '.join(parts)}" if parts else line)[:300]
+
+
 def _load_file(clean: str, path: Path, tokenizer, dev, *, qgelu: bool, mean, std, tag: str | None = None):
     import open_clip
 
@@ -328,8 +348,7 @@ def _load_file(clean: str, path: Path, tokenizer, dev, *, qgelu: bool, mean, std
         model, _, pp = open_clip.create_model_and_transforms(
             clean, pretrained=str(path), force_quick_gelu=qgelu, image_mean=mean, image_std=std)
     except Exception as e:  # open_clip raises RuntimeError/KeyError/UnpicklingError on bad files
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelUnavailable(f"cannot load checkpoint {path} into {clean}: {msg[:200]}") from None
+        raise ModelUnavailable(f"cannot load checkpoint {path} into {clean}: {_load_error(e)}") from None
     m, s = _norm_of(pp)
     return _finish(model, tokenizer, name=clean, pretrained=tag or str(path), checkpoint=path, device=dev,
                    mean=m, std=s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -136,3 +137,19 @@ def test_checkpoint_file_loading_without_pickle(tmp_path, capsys):
                             "RN50", "--pretrained", str(tmp_path / "evil.pt"), "--device", "cpu")
     assert code == 2 and "cannot load checkpoint" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "pwned").exists()
+
+
+def test_mismatched_checkpoint_names_what_does_not_fit(tmp_path, capsys):
+    """A checkpoint for another architecture: one line that counts the missing and unexpected keys and
+    names one of each, not just torch's header line "Error(s) in loading state_dict for CLIP:"."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
+    code, _, err = run_main(capsys, "run", str(tmp_path / "s"), "--prompt", PROMPT, "--steps", "2", "--model",
+                            "RN50", "--pretrained", str(tmp_path / "other.safetensors"), "--device", "cpu")
+    line = err.strip().splitlines()
+    assert code == 2 and len(line) == 1, err
+    assert re.search(r"\d+ missing keys \(e\.g\. '[a-z_.0-9]+'\)", line[0]), line[0]
+    assert "1 unexpected keys (e.g. 'x')" in line[0]
+    assert not (tmp_path / "s").exists()
