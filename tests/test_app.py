@@ -722,6 +722,27 @@ async def test_keys_typed_in_a_burst_follow_the_focus(tmp_path):
         close(app)
 
 
+async def test_value_typed_in_a_burst_after_enter_lands_in_the_editor(tmp_path):
+    """Enter on a parameter row moves the focus before the next key is routed: a burst (a paste, a fast
+    typist, tmux send-keys) of down, enter, '0.02', enter sets lr (the field opens with its value
+    selected, so typing replaces it); the '.' does not step the run."""
+    from textual import events
+
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            for key, ch in [("down", None), ("enter", "\r"), ("0", "0"), ("full_stop", "."), ("0", "0"),
+                            ("2", "2"), ("enter", "\r")]:
+                app.post_message(events.Key(key, ch))
+            await until(pilot, lambda: app.run_.engine.lanes["a"].params.lr == 0.02, what="lr edit applied")
+            await pilot.pause(0.2)
+            assert app.snapshot.steps == 0 and app.active == "a"  # the '.' was text, not 'step once'
+            assert not app.query_one(ParamsPane).editing
+    finally:
+        close(app)
+
+
 @pytest.mark.parametrize("render", ["unicode", "sixel", "kitty", "auto"])
 async def test_every_renderer_shows_the_frame(tmp_path, render):
     """--render forces textual-image's Unicode, Sixel or Kitty (TGP) widget; none of them breaks the app."""

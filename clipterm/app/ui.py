@@ -60,6 +60,7 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (  # footer order: the most needed first (a narrow footer cuts the tail)
+    Key("enter", "edit_param", "Edit", "in Parameters: edit the value under the cursor", display="⏎"),
     Key("ctrl+t", "toggle_lane", "Lane", "show the other lane (Frame and Parameters follow)", priority=True),
     Key("t", "toggle_lane", "Lane", "same as ctrl+t, when no text field has focus", show=False),
     Key("vertical_line", "toggle_split", "Split", "split view: lanes A and B side by side", display="|"),
@@ -76,8 +77,11 @@ KEYS: tuple[Key, ...] = (  # footer order: the most needed first (a narrow foote
     Key("l", "toggle_layers", "Layers", "show or hide the Layers pane (the active lane's layer probes)"),
     Key("ctrl+c", "quit", "Quit", "save and quit (also on SIGHUP/SIGTERM)", show=False, priority=True),
 )
+# The Parameters table's own moves, run by the app in key order (see ClipTermApp.action_table_key).
+TABLE_KEYS = {"up": "cursor_up", "down": "cursor_down", "pageup": "page_up", "pagedown": "page_down",
+              "home": "scroll_home", "end": "scroll_end", "ctrl+home": "scroll_top", "ctrl+end": "scroll_bottom"}
 EXTRA_HELP = (
-    ("enter", "in Prompt: apply the prompt; in Parameters: edit the value under the cursor, enter applies it"),
+    ("enter", "in Prompt: apply the prompt; in a parameter's field: apply the value"),
     ("esc", "leave a text field (back to the Parameters table)"),
     ("tab / shift+tab", "move between the Prompt field and the Parameters table"),
     ("ctrl+p", "command palette: every action above, themes (\"Theme: …\"), keys"),
@@ -153,7 +157,8 @@ class ClipTermApp(App[int]):
     CSS = CSS
     TITLE = "clipterm"
     BINDINGS = [Binding(k.key, k.action if k.priority else f"typed({k.action!r})", k.label, show=k.show,
-                        priority=True, key_display=k.display) for k in KEYS]
+                        priority=True, key_display=k.display) for k in KEYS] + [
+        Binding(key, f"table_key({move!r})", show=False, priority=True) for key, move in TABLE_KEYS.items()]
 
     # repaint=False: an App reactive's default repaint is a full-screen repaint on every change (60 ms
     # at 160x48 on a busy 2-core box); the watchers below refresh just the widgets that change.
@@ -401,7 +406,17 @@ class ClipTermApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "typed" and self._typing():
             return False  # the key is not consumed: it goes on to the text field as text
+        if action == "typed" and parameters == ("edit_param",) and not isinstance(self.focused, ParamTable):
+            return False  # enter means "edit" on the Parameters table only (and is hidden elsewhere)
+        if action == "table_key" and not isinstance(self.focused, ParamTable):
+            return False  # elsewhere the key goes on to the focused widget (help, palette, text fields)
         return True
+
+    def action_table_key(self, move: str) -> None:
+        """A cursor move on the Parameters table, done by the app as the key arrives. Were it left to the
+        table, it would run only after the app had routed later keys: in a burst 'down', 'enter' the
+        app-level enter would open the editor on the row *before* the move."""
+        getattr(self.query_one(ParamTable), f"action_{move}")()
 
     async def action_typed(self, action: str) -> None:
         """A plain key's action. Plain keys are app-level priority bindings so that they take effect
@@ -512,7 +527,16 @@ class ClipTermApp(App[int]):
             return self.snapshot.lanes[self.active].params
         return None
 
+    def action_edit_param(self) -> None:
+        """Open the editor on the Parameters row under the cursor. Bound at app level (like the plain
+        keys) so the editor has the focus before the next key is routed: a value typed or pasted right
+        after enter lands in the field instead of firing '.' (step), 't' (lane) or 'q' (quit)."""
+        table = self.query_one(ParamTable)
+        row = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        self.query_one(ParamsPane).open_editor(str(row), self.active)
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """A mouse click on a row edits it, as enter does."""
         if not isinstance(event.data_table, ParamTable):
             return
         self.query_one(ParamsPane).open_editor(str(event.row_key.value), self.active)

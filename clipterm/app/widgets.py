@@ -74,7 +74,7 @@ class ParamEditor(FieldInput):
 
 
 class ParamTable(DataTable):
-    BINDINGS = [Binding("enter", "select_cursor", "Edit", key_display="⏎")]
+    """The Parameters rows; enter (an app-level key, see ClipTermApp.action_edit_param) edits one."""
 
 
 def set_line(widget: Static, text: str | Text, fixed_height: bool = False) -> None:
