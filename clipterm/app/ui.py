@@ -81,7 +81,7 @@ KEYS: tuple[Key, ...] = (  # footer order: the most needed first (a narrow foote
 TABLE_KEYS = {"up": "cursor_up", "down": "cursor_down", "pageup": "page_up", "pagedown": "page_down",
               "home": "scroll_home", "end": "scroll_end", "ctrl+home": "scroll_top", "ctrl+end": "scroll_bottom"}
 EXTRA_HELP = (
-    ("enter", "in Prompt: apply the prompt; in a parameter's field: apply the value"),
+    ("enter", "in Parameters: edit the value under the cursor, enter again applies it; in Prompt: apply"),
     ("esc", "leave a text field (back to the Parameters table)"),
     ("tab / shift+tab", "move between the Prompt field and the Parameters table"),
     ("ctrl+p", "command palette: every action above, themes (\"Theme: …\"), keys"),
@@ -507,7 +507,8 @@ class ClipTermApp(App[int]):
     def action_help(self) -> None:
         rows = []
         for k in KEYS:
-            rows.append((k.display or k.key, k.help))
+            if k.key != "enter":  # enter's row below covers both of its meanings
+                rows.append((k.display or k.key, k.help))
         rows.extend(EXTRA_HELP)
         self.push_screen(HelpScreen(rows))
 
