@@ -46,7 +46,7 @@ def main() -> None:
     judge = Judge(load_model(args.judge, device=bundle.device.type))
     prompts = base_captions()[: args.prompts]
     names = list(CONFIGS)
-    pairs = [names[i:i + 2] for i in range(0, len(names), 2)]  # two presets per engine: one batched pass
+    pairs = [names[i : i + 2] for i in range(0, len(names), 2)]  # two presets per engine: one batched pass
     # rows[name][metric][seed] = values over prompts
     rows = {n: {"own": [], "judge": [], "top1": []} for n in names}
     t0 = time.time()
@@ -56,8 +56,7 @@ def main() -> None:
                 metric.append([])
         for prompt in prompts:
             for pair in pairs:
-                e = Engine(bundle, prompt, {lane: CONFIGS[n] for lane, n in zip("ab", pair)}, seed=seed,
-                           eval_every=0)
+                e = Engine(bundle, prompt, {lane: CONFIGS[n] for lane, n in zip("ab", pair)}, seed=seed, eval_every=0)
                 e.step(args.steps)
                 e.flush()
                 for lane, name in zip("ab", pair):
@@ -67,8 +66,10 @@ def main() -> None:
                     rows[name]["top1"][-1].append(float(v.top == prompt))
     elapsed = time.time() - t0
     seeds = "seed 0" if args.seeds == 1 else f"seeds 0..{args.seeds - 1} (mean, [min–max] over seeds)"
-    print(f"model {args.model} -> judge {args.judge}, {len(prompts)} base prompts, {args.steps} steps, "
-          f"{seeds}, device {bundle.device}, {elapsed:.0f}s\n")
+    print(
+        f"model {args.model} -> judge {args.judge}, {len(prompts)} base prompts, {args.steps} steps, "
+        f"{seeds}, device {bundle.device}, {elapsed:.0f}s\n"
+    )
     print("| preset | similarity on own model | similarity on judge | judge ranks the prompt first |")
     print("| --- | --- | --- | --- |")
     for name in names:

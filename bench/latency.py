@@ -114,8 +114,12 @@ async def _bench(app, presses: int, roundtrips: int, warmup: float, idle: bool =
         await until(lambda: not app.is_running, timeout=60)
     return {
         "ui_key_ms": {"n": len(ui), "p50": percentile(ui, 0.5), "p95": percentile(ui, 0.95), "max": max(ui)},
-        "worker_key_ms": {"n": len(worker), "p50": percentile(worker, 0.5), "p95": percentile(worker, 0.95),
-                          "max": max(worker) if worker else float("nan")},
+        "worker_key_ms": {
+            "n": len(worker),
+            "p50": percentile(worker, 0.5),
+            "p95": percentile(worker, 0.95),
+            "max": max(worker) if worker else float("nan"),
+        },
         "frames_per_s": frames / elapsed,
         "steps_per_s": steps / elapsed,
         "seconds": elapsed,
@@ -145,10 +149,26 @@ def main(argv: list[str] | None = None) -> int:
     from clipterm.cli import build_app_parser
 
     with tempfile.TemporaryDirectory(prefix="clipterm-bench-") as tmp:
-        app_args = build_app_parser().parse_args([
-            str(Path(tmp) / "bench"), "--model", args.model, "--device", args.device, "--judge", "none",
-            "--render", "halfcell", "--fps", str(args.fps), "--autosave-steps", "0", "--autosave-seconds", "0"]
-            + (["--paused"] if args.idle else []))
+        app_args = build_app_parser().parse_args(
+            [
+                str(Path(tmp) / "bench"),
+                "--model",
+                args.model,
+                "--device",
+                args.device,
+                "--judge",
+                "none",
+                "--render",
+                "halfcell",
+                "--fps",
+                str(args.fps),
+                "--autosave-steps",
+                "0",
+                "--autosave-seconds",
+                "0",
+            ]
+            + (["--paused"] if args.idle else [])
+        )
         app = build_app(app_args)
         settle_heap()  # as run_app does
         if args.torch_threads:
@@ -164,16 +184,25 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2))
         return 0
     u, w = res["ui_key_ms"], res["worker_key_ms"]
-    state = "worker paused (baseline)" if args.idle else (
-        f"worker running flat out ({res['steps_per_s']:.1f} steps/s, {res['mean_step_ms']:.1f} ms/step)")
+    state = (
+        "worker paused (baseline)"
+        if args.idle
+        else (f"worker running flat out ({res['steps_per_s']:.1f} steps/s, {res['mean_step_ms']:.1f} ms/step)")
+    )
     print(f"clipterm app latency — {args.model} on {args.device}, {state}")
-    print(f"key to screen, UI-only key (t, toggle lane)      n={u['n']:3d}  p50 {u['p50']:7.2f} ms  "
-          f"p95 {u['p95']:7.2f} ms  max {u['max']:7.2f} ms")
-    print(f"key to screen, via the worker (m, flip preset)   n={w['n']:3d}  p50 {w['p50']:7.2f} ms  "
-          f"p95 {w['p95']:7.2f} ms  max {w['max']:7.2f} ms")
+    print(
+        f"key to screen, UI-only key (t, toggle lane)      n={u['n']:3d}  p50 {u['p50']:7.2f} ms  "
+        f"p95 {u['p95']:7.2f} ms  max {u['max']:7.2f} ms"
+    )
+    print(
+        f"key to screen, via the worker (m, flip preset)   n={w['n']:3d}  p50 {w['p50']:7.2f} ms  "
+        f"p95 {w['p95']:7.2f} ms  max {w['max']:7.2f} ms"
+    )
     c = res["ui_key_cpu_ms"]
-    print(f"UI thread CPU time per UI-only key (busy-waiting poll included)  p50 {c['p50']:7.2f} ms  "
-          f"p95 {c['p95']:7.2f} ms")
+    print(
+        f"UI thread CPU time per UI-only key (busy-waiting poll included)  p50 {c['p50']:7.2f} ms  "
+        f"p95 {c['p95']:7.2f} ms"
+    )
     print(f"frames shown: {res['frames_per_s']:.2f} per second (--fps {args.fps:g})")
     return 0
 

@@ -128,18 +128,26 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="steps per timed repetition")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--peak-tflops", type=float, default=989.0,
-                    help="device peak for the utilisation estimate (H100 SXM dense bf16: 989)")
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=989.0,
+        help="device peak for the utilisation estimate (H100 SXM dense bf16: 989)",
+    )
     ap.add_argument("--compile", action="store_true", help="also time the engine with torch.compile")
     args = ap.parse_args()
 
     bundle = load_model(args.model, args.pretrained, args.device)
     dev = bundle.device
-    print(f"model {args.model} ({args.pretrained}), device {dev}"
-          f"{' ' + torch.cuda.get_device_name(dev) if dev.type == 'cuda' else ''}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, lanes {args.lanes}, {args.steps} steps x {args.reps} reps")
-    print("| views | engine variant | reference steps/s | engine steps/s | engine views/s "
-          "| speed-up (ref time / engine time) | ref step peak MiB | engine step peak MiB | engine MFU |")
+    print(
+        f"model {args.model} ({args.pretrained}), device {dev}"
+        f"{' ' + torch.cuda.get_device_name(dev) if dev.type == 'cuda' else ''}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, lanes {args.lanes}, {args.steps} steps x {args.reps} reps"
+    )
+    print(
+        "| views | engine variant | reference steps/s | engine steps/s | engine views/s "
+        "| speed-up (ref time / engine time) | ref step peak MiB | engine step peak MiB | engine MFU |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     variants = {"default (raw sim every step)": 1, "raw sim every 10 steps (same work as ref)": 10}
     for views in args.views:
@@ -154,8 +162,9 @@ def main() -> None:
         for label, raw_every in variants.items():
             engines[label] = Engine(bundle, PROMPT, lanes, seed=0, eval_every=0, raw_every=raw_every)
             if args.compile:
-                engines[label + ", compiled"] = Engine(bundle, PROMPT, lanes, seed=0, eval_every=0,
-                                                       raw_every=raw_every, compile=True)
+                engines[label + ", compiled"] = Engine(
+                    bundle, PROMPT, lanes, seed=0, eval_every=0, raw_every=raw_every, compile=True
+                )
         for _ in range(args.warmup):
             ref.step()
             for eng in engines.values():
@@ -177,9 +186,12 @@ def main() -> None:
             if dev.type == "cuda":
                 flops = count_flops(eng.step)
                 mfu = f"{flops / (e / args.steps) / (args.peak_tflops * 1e12):.1%}"
-            print(f"| {views} | {label} | {args.steps / r:.2f} (±{spread(times['ref']):.0f}%) | {args.steps / e:.2f} "
-                  f"(±{spread(times[label]):.0f}%) | {views_per_step * args.steps / e:.1f} | {r / e:.2f}x "
-                  f"| {peaks['ref']:.0f} | {peaks[label]:.0f} | {mfu} |", flush=True)
+            print(
+                f"| {views} | {label} | {args.steps / r:.2f} (±{spread(times['ref']):.0f}%) | {args.steps / e:.2f} "
+                f"(±{spread(times[label]):.0f}%) | {views_per_step * args.steps / e:.1f} | {r / e:.2f}x "
+                f"| {peaks['ref']:.0f} | {peaks[label]:.0f} | {mfu} |",
+                flush=True,
+            )
 
 
 def spread(ts: list[float]) -> float:

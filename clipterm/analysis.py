@@ -67,8 +67,18 @@ def _draw_marks(ax, changes: list[dict], lane: str | None) -> None:
     """Vertical lines at recorded changes, labelled at the top of the axes."""
     for step, label, major in change_marks(changes, lane):
         ax.axvline(step, color="0.35" if major else "0.7", linestyle="--" if major else ":", linewidth=0.9)
-        ax.annotate(label[:48], (step, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
-                    textcoords="offset points", rotation=90, va="top", ha="left", fontsize=7, color="0.3")
+        ax.annotate(
+            label[:48],
+            (step, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -2),
+            textcoords="offset points",
+            rotation=90,
+            va="top",
+            ha="left",
+            fontsize=7,
+            color="0.3",
+        )
 
 
 def _probe_lanes(s: sess.Session) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -120,8 +130,13 @@ def plot_gradients(s: sess.Session, path: Path) -> Path:
         colours = _layer_colours(stats.shape[1])
         top, bottom = axes[0, j], axes[1, j]
         for i in range(stats.shape[1]):
-            top.plot(steps, stats[:, i, COL["grad_norm"]], color=colours[i], label=names[i],
-                     linestyle="--" if i == 0 else "-")
+            top.plot(
+                steps,
+                stats[:, i, COL["grad_norm"]],
+                color=colours[i],
+                label=names[i],
+                linestyle="--" if i == 0 else "-",
+            )
         top.set_yscale("log", nonpositive="mask")
         top.set_title(f"lane {lane.upper()} ({s.lanes[lane].preset}): gradient L2 norm per layer")
         top.legend(fontsize=7, ncol=2 if stats.shape[1] > 8 else 1)
@@ -156,8 +171,10 @@ def plot_similarity(s: sess.Session, path: Path) -> Path:
     _draw_marks(ax, s.changes, None)
     ax.set_xlabel("step")
     ax.set_ylabel("cosine similarity to the prompt")
-    ax.set_title(f"{s.prompt[:100]}  —  {s.model.get('name', '?')}"
-                 + ("  (dashed: prompt/preset changes)" if any(m[2] for m in change_marks(s.changes)) else ""))
+    ax.set_title(
+        f"{s.prompt[:100]}  —  {s.model.get('name', '?')}"
+        + ("  (dashed: prompt/preset changes)" if any(m[2] for m in change_marks(s.changes)) else "")
+    )
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -180,7 +197,9 @@ def analyze(session: Path, out: Path, log=None) -> list[Path]:
         written.append(plot_activations(s, out / "activations.png"))
         written.append(plot_gradients(s, out / "gradients.png"))
     elif log is not None:
-        log(f"{session}: no layer probe records (probes off, or an older session); "
-            f"skipping activations.png and gradients.png")
+        log(
+            f"{session}: no layer probe records (probes off, or an older session); "
+            f"skipping activations.png and gradients.png"
+        )
     written.append(plot_similarity(s, out / "similarity.png"))
     return written

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 
-def sample_affine(gen: torch.Generator, n: int, degrees: float, translate: float, scale_min: float,
-                  scale_max: float, flip_p: float) -> torch.Tensor:
+def sample_affine(
+    gen: torch.Generator, n: int, degrees: float, translate: float, scale_min: float, scale_max: float, flip_p: float
+) -> torch.Tensor:
     """(n, 2, 3) affine_grid matrices; translate is a fraction of the image size."""
     u = torch.rand(n, 5, generator=gen, dtype=torch.float64)
     angle = (u[:, 0] * 2 - 1) * math.radians(degrees)
@@ -22,10 +23,13 @@ def sample_affine(gen: torch.Generator, n: int, degrees: float, translate: float
     scale = scale_min + u[:, 3] * (scale_max - scale_min)
     flip = torch.where(u[:, 4] < flip_p, -1.0, 1.0).to(torch.float64)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([
-        torch.stack([cos * flip, -sin, tx], dim=1),
-        torch.stack([sin * flip, cos, ty], dim=1),
-    ], dim=1)
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip, -sin, tx], dim=1),
+            torch.stack([sin * flip, cos, ty], dim=1),
+        ],
+        dim=1,
+    )
     return theta.float()
 
 

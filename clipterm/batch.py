@@ -29,8 +29,20 @@ from clipterm.models import ModelBundle
 from clipterm.prompts import PromptError, parse_prompt
 
 SLUG_MAX = 48
-SUMMARY_COLUMNS = ("prompt", "session", "lane", "preset", "steps", "own", "robust", "verified", "judge_sim",
-                   "judge_rank", "judge_candidates", "judge_top")
+SUMMARY_COLUMNS = (
+    "prompt",
+    "session",
+    "lane",
+    "preset",
+    "steps",
+    "own",
+    "robust",
+    "verified",
+    "judge_sim",
+    "judge_rank",
+    "judge_candidates",
+    "judge_top",
+)
 
 
 def _err(msg: str) -> None:
@@ -120,8 +132,10 @@ class _Models:
 
         a = self.args
         if a.model and not same_model(s.model, a.model, a.pretrained):
-            raise SessionError(f"{s.path}: made with {s.model['name']}/{s.model['pretrained']}, not {a.model}; "
-                               f"batches do not retarget (use `clipterm run {s.path} --retarget` on it)")
+            raise SessionError(
+                f"{s.path}: made with {s.model['name']}/{s.model['pretrained']}, not {a.model}; "
+                f"batches do not retarget (use `clipterm run {s.path} --retarget` on it)"
+            )
         key = (str(s.model["name"]), str(s.model["pretrained"]))
         if key not in self.cache:
             self.cache[key] = load_session_model(s.model, a.device)
@@ -151,9 +165,16 @@ def open_session(path: Path, prompt: str, args: argparse.Namespace, models: _Mod
         run = Run.resume(path, bundle, autosave)
         apply_resume_flags(run, args)
     else:
-        run = Run.create(path, models.for_new(), prompt, lane_params_from_args(args), seed=args.seed or 0,
-                         eval_every=50 if args.eval_every is None else args.eval_every,
-                         frame_every=args.frame_every or 10, autosave=autosave)
+        run = Run.create(
+            path,
+            models.for_new(),
+            prompt,
+            lane_params_from_args(args),
+            seed=args.seed or 0,
+            eval_every=50 if args.eval_every is None else args.eval_every,
+            frame_every=args.frame_every or 10,
+            autosave=autosave,
+        )
     configure(run.engine, getattr(args, "probe_every", None))
     run.engine.configure(args.precision, args.compile, args.raw_every)
     return run
@@ -176,9 +197,20 @@ class LaneResult:
 
     def row(self) -> list[str]:
         f = lambda v: "" if v != v else f"{v:.4f}"  # noqa: E731 - NaN -> empty cell
-        return [self.prompt, self.session, self.lane, self.preset, str(self.steps), f(self.own), f(self.robust),
-                f(self.verified), f(self.judge_sim), str(self.judge_rank or ""), str(self.judge_candidates or ""),
-                self.judge_top]
+        return [
+            self.prompt,
+            self.session,
+            self.lane,
+            self.preset,
+            str(self.steps),
+            f(self.own),
+            f(self.robust),
+            f(self.verified),
+            f(self.judge_sim),
+            str(self.judge_rank or ""),
+            str(self.judge_candidates or ""),
+            self.judge_top,
+        ]
 
 
 def lane_results(run, name: str) -> list[LaneResult]:
@@ -229,11 +261,16 @@ def write_summary(outdir: Path, results: list[LaneResult], judge_name: str) -> t
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = [f"# clipterm batch: {len({r.prompt for r in results})} prompts", "",
-             f"own = last raw similarity on the optimized model; robust = mean over 16 held-out views; "
-             f"verified = after an 8-bit PNG round trip; judge = {judge_name}'s similarity of final.png to the "
-             f"prompt, and its rank of the prompt among the base captions.", "",
-             "| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    lines = [
+        f"# clipterm batch: {len({r.prompt for r in results})} prompts",
+        "",
+        f"own = last raw similarity on the optimized model; robust = mean over 16 held-out views; "
+        f"verified = after an 8-bit PNG round trip; judge = {judge_name}'s similarity of final.png to the "
+        f"prompt, and its rank of the prompt among the base captions.",
+        "",
+        "| " + " | ".join(SUMMARY_COLUMNS) + " |",
+        "|" + "---|" * len(SUMMARY_COLUMNS),
+    ]
     for r in results:
         lines.append("| " + " | ".join(cell(c) for c in r.row()) + " |")
     _write_atomic(md_path, "\n".join(lines) + "\n")
@@ -281,8 +318,7 @@ def run_batch(args: argparse.Namespace, log=_err) -> int:
                     run.step()
                     if run.steps % 10 == 0 or run.steps == args.steps:
                         run.engine.flush()
-                        progress.update(run.steps, {n: float(ln.history[-1, 0])
-                                                    for n, ln in run.engine.lanes.items()})
+                        progress.update(run.steps, {n: float(ln.history[-1, 0]) for n, ln in run.engine.lanes.items()})
                 if stop["sig"]:
                     run.save()
                     log(f"stopped by signal {stop['sig']} at step {run.steps} of {path}; saved it")

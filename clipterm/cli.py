@@ -53,15 +53,25 @@ def _seed(text: str) -> int:
 
 
 PARAM_FLAGS = {  # flag -> LaneParams field
-    "lr": "lr", "views": "views", "tv_weight": "tv_weight", "memory_weight": "memory_weight",
-    "temperature": "temperature", "weight_decay": "weight_decay", "degrees": "degrees",
-    "translate": "translate", "scale_min": "scale_min", "scale_max": "scale_max", "flip_p": "flip_p",
+    "lr": "lr",
+    "views": "views",
+    "tv_weight": "tv_weight",
+    "memory_weight": "memory_weight",
+    "temperature": "temperature",
+    "weight_decay": "weight_decay",
+    "degrees": "degrees",
+    "translate": "translate",
+    "scale_min": "scale_min",
+    "scale_max": "scale_max",
+    "flip_p": "flip_p",
 }
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="shapes-a, shapes-b or an open_clip name (default: ViT-B-32/openai, "
-                   "falling back to shapes-a offline)")
+    p.add_argument(
+        "--model",
+        help="shapes-a, shapes-b or an open_clip name (default: ViT-B-32/openai, falling back to shapes-a offline)",
+    )
     p.add_argument("--pretrained", help="pretrained tag (openai, laion2b_...), checkpoint file, directory, or none")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
 
@@ -73,25 +83,55 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lanes", choices=("ab", "a", "b"), default=None, help="which lanes run (new session)")
     p.add_argument("--mode-a", dest="mode_a", help="preset of lane A (default unconstrained)")
     p.add_argument("--mode-b", dest="mode_b", help="preset of lane B (default constrained)")
-    p.add_argument("--apply-to", dest="apply_to", choices=("ab", "a", "b"), default="ab",
-                   help="lanes the parameter flags below change (default both)")
+    p.add_argument(
+        "--apply-to",
+        dest="apply_to",
+        choices=("ab", "a", "b"),
+        default="ab",
+        help="lanes the parameter flags below change (default both)",
+    )
     for flag in PARAM_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, metavar="X")
-    p.add_argument("--eval-every", dest="eval_every", type=_positive_int, default=None,
-                   help="steps between robust/verified measurements (default 50)")
-    p.add_argument("--frame-every", dest="frame_every", type=_positive_int, default=None,
-                   help="steps between saved trajectory frames (default 10)")
+    p.add_argument(
+        "--eval-every",
+        dest="eval_every",
+        type=_positive_int,
+        default=None,
+        help="steps between robust/verified measurements (default 50)",
+    )
+    p.add_argument(
+        "--frame-every",
+        dest="frame_every",
+        type=_positive_int,
+        default=None,
+        help="steps between saved trajectory frames (default 10)",
+    )
     p.add_argument("--autosave-steps", dest="autosave_steps", type=_positive_int, default=50)
     p.add_argument("--autosave-seconds", dest="autosave_seconds", type=float, default=60.0)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="autocast precision of the model pass (auto: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="autocast precision of the model pass (auto: bf16 on CUDA, fp32 on CPU)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the image tower (slow first step)")
-    p.add_argument("--raw-every", dest="raw_every", type=_positive_int, default=1,
-                   help="measure augmented lanes' clean-canvas similarity every K steps (default 1)")
-    p.add_argument("--retarget", action="store_true",
-                   help="allow resuming a session with a different model than it was made with")
-    p.add_argument("--probe-every", dest="probe_every", type=_positive_int, default=None,
-                   help="steps between layer probe records (default 10; 0 = off)")
+    p.add_argument(
+        "--raw-every",
+        dest="raw_every",
+        type=_positive_int,
+        default=1,
+        help="measure augmented lanes' clean-canvas similarity every K steps (default 1)",
+    )
+    p.add_argument(
+        "--retarget", action="store_true", help="allow resuming a session with a different model than it was made with"
+    )
+    p.add_argument(
+        "--probe-every",
+        dest="probe_every",
+        type=_positive_int,
+        default=None,
+        help="steps between layer probe records (default 10; 0 = off)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,8 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("out", type=Path, metavar="SESSION")
     r.add_argument("--steps", type=_positive_int, required=True, help="total steps to reach")
     r.add_argument("--quiet", action="store_true", help="no progress output")
-    r.add_argument("--prompts-file", dest="prompts_file", type=Path, default=None,
-                   help="one prompt per line: SESSION becomes a directory of sessions plus summary.csv/.md")
+    r.add_argument(
+        "--prompts-file",
+        dest="prompts_file",
+        type=Path,
+        default=None,
+        help="one prompt per line: SESSION becomes a directory of sessions plus summary.csv/.md",
+    )
     add_run_args(r)
 
     i = sub.add_parser("info", help="print a session's summary")
@@ -122,8 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("score", help="score images on several models (one at a time) against a prompt")
     sc.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     sc.add_argument("--prompt", required=True, help="text, or terms joined by '|' each with optional :weight")
-    sc.add_argument("--model", dest="models", action="extend", nargs="+", metavar="M[:PRETRAINED]",
-                    help="models to score on, e.g. shapes-a shapes-b ViT-B-32:openai (default shapes-a shapes-b)")
+    sc.add_argument(
+        "--model",
+        dest="models",
+        action="extend",
+        nargs="+",
+        metavar="M[:PRETRAINED]",
+        help="models to score on, e.g. shapes-a shapes-b ViT-B-32:openai (default shapes-a shapes-b)",
+    )
     sc.add_argument("--baseline", type=Path, default=None, help="a real photo to add as a reference row")
     sc.add_argument("--device", default="auto")
     sc.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -150,17 +201,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_app_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="clipterm", description="Open the clipterm app (or a subcommand: "
-                + ", ".join(SUBCOMMANDS) + ").")
+    p = _Parser(prog="clipterm", description="Open the clipterm app (or a subcommand: " + ", ".join(SUBCOMMANDS) + ").")
     p.add_argument("--version", action="version", version=f"clipterm {__version__}")
     p.add_argument("session", nargs="?", type=Path, help="session directory to open or create")
     add_run_args(p)
-    p.add_argument("--render", choices=("auto", "kitty", "sixel", "halfcell", "unicode"), default="auto",
-                   help="how frames are drawn in the terminal")
+    p.add_argument(
+        "--render",
+        choices=("auto", "kitty", "sixel", "halfcell", "unicode"),
+        default="auto",
+        help="how frames are drawn in the terminal",
+    )
     p.add_argument("--fps", type=float, default=4.0, help="frames per second sent to the screen (default 4)")
     p.add_argument("--paused", action="store_true", help="open paused (space starts the optimization)")
-    p.add_argument("--judge", default="shapes-b", metavar="MODEL",
-                   help="independent model whose ranking of the prompt is shown (default shapes-b; none: off)")
+    p.add_argument(
+        "--judge",
+        default="shapes-b",
+        metavar="MODEL",
+        help="independent model whose ranking of the prompt is shown (default shapes-b; none: off)",
+    )
     return p
 
 
@@ -206,16 +264,19 @@ def open_run(args: argparse.Namespace, path: Path, log=_err) -> Run:
     if sess.is_session(path):
         holder = sess.lock_holder(path)
         if holder is not None:
-            raise SessionError(f"{path}: session is already open in another clipterm process (pid {holder}); "
-                               f"close that one first")
+            raise SessionError(
+                f"{path}: session is already open in another clipterm process (pid {holder}); close that one first"
+            )
         s = sess.load(path)
         _check_resume_flags(s, args)
         model = args.model or (s.model["name"] if args.pretrained else None)
         if model and not same_model(s.model, model, args.pretrained):
             if not args.retarget:
-                raise SessionError(f"{path}: made with {s.model['name']}/{s.model['pretrained']}, not "
-                                   f"{model}{'/' + args.pretrained if args.pretrained else ''}; pass --retarget "
-                                   f"to continue it on the new model")
+                raise SessionError(
+                    f"{path}: made with {s.model['name']}/{s.model['pretrained']}, not "
+                    f"{model}{'/' + args.pretrained if args.pretrained else ''}; pass --retarget "
+                    f"to continue it on the new model"
+                )
             bundle = load_model(model, args.pretrained, args.device)
             run = Run.retarget(path, bundle, autosave=autosave)
             log(f"retargeted {path} from {s.model['name']} to {bundle.name}")
@@ -247,9 +308,16 @@ def open_run(args: argparse.Namespace, path: Path, log=_err) -> Run:
         bundle, note = load_default(args.device)
         if note:
             log(note)
-    run = Run.create(path, bundle, args.prompt, lanes, seed=args.seed or 0,
-                     eval_every=50 if args.eval_every is None else args.eval_every,
-                     frame_every=args.frame_every or 10, autosave=autosave)
+    run = Run.create(
+        path,
+        bundle,
+        args.prompt,
+        lanes,
+        seed=args.seed or 0,
+        eval_every=50 if args.eval_every is None else args.eval_every,
+        frame_every=args.frame_every or 10,
+        autosave=autosave,
+    )
     run.engine.configure(args.precision, args.compile, args.raw_every)
     for w in run.engine.warnings:
         log(f"warning: {w}")
@@ -267,11 +335,15 @@ def _check_resume_flags(s: Session, args: argparse.Namespace) -> None:
     from clipterm.prompts import parse_prompt
 
     if args.seed is not None and args.seed != s.seed:
-        raise SessionError(f"{s.path}: --seed {args.seed} differs from the session's seed {s.seed}; a session's "
-                           f"seed is fixed when it is made")
+        raise SessionError(
+            f"{s.path}: --seed {args.seed} differs from the session's seed {s.seed}; a session's "
+            f"seed is fixed when it is made"
+        )
     if args.lanes is not None and set(args.lanes) != set(s.lanes):
-        raise SessionError(f"{s.path}: --lanes {args.lanes} differs from the session's lanes "
-                           f"{''.join(s.lanes)}; a session's lanes are fixed when it is made")
+        raise SessionError(
+            f"{s.path}: --lanes {args.lanes} differs from the session's lanes "
+            f"{''.join(s.lanes)}; a session's lanes are fixed when it is made"
+        )
     if args.prompt is not None:
         parse_prompt(args.prompt)
     for lane, params in s.lanes.items():
@@ -308,13 +380,15 @@ def apply_resume_flags(run: Run, args: argparse.Namespace) -> None:
                 if getattr(with_value(current, field, value), field) != getattr(current, field):
                     e.set_param(lane, field, value)
     if args.eval_every is not None and args.eval_every != e.eval_every:
-        e.changes.append({"step": e.step_count, "lane": "*", "key": "eval_every", "old": e.eval_every,
-                          "new": args.eval_every})
+        e.changes.append(
+            {"step": e.step_count, "lane": "*", "key": "eval_every", "old": e.eval_every, "new": args.eval_every}
+        )
         e.eval_every = args.eval_every
     frame_every = None if args.frame_every is None else args.frame_every or 10  # 0 means the default, as at creation
     if frame_every is not None and frame_every != run.frame_every:
-        e.changes.append({"step": e.step_count, "lane": "*", "key": "frame_every", "old": run.frame_every,
-                          "new": frame_every})
+        e.changes.append(
+            {"step": e.step_count, "lane": "*", "key": "frame_every", "old": run.frame_every, "new": frame_every}
+        )
         run.frame_every = frame_every
 
 
@@ -357,6 +431,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """
     if getattr(args, "prompts_file", None) is not None:
         from clipterm.batch import run_batch
+
         return run_batch(args)
     stop = {"sig": 0}
 
@@ -374,6 +449,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         run = open_run(args, args.out, log=say)
         from clipterm.probes import configure
+
         configure(run.engine, args.probe_every)
         if run.steps >= args.steps:
             say(f"{args.out} is already at step {run.steps} (>= --steps {args.steps}); nothing to do")
@@ -395,8 +471,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 128 + stop["sig"]
         summ = run.summary()
         for lane, row in summ.items():
-            say(f"lane {lane} ({run.engine.lanes[lane].params.preset}): similarity "
-                f"{row.get('last_similarity', float('nan')):.4f}, best {row.get('best_similarity', float('nan')):.4f}")
+            say(
+                f"lane {lane} ({run.engine.lanes[lane].params.preset}): similarity "
+                f"{row.get('last_similarity', float('nan')):.4f}, best {row.get('best_similarity', float('nan')):.4f}"
+            )
         return 0
     finally:
         if run is not None:
@@ -413,11 +491,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     s = sess.load(args.session)
     holder = sess.lock_holder(s.path)
     data = {
-        "path": str(s.path), "format_version": sess.FORMAT_VERSION, "prompt": s.prompt, "model": s.model,
-        "seed": s.seed, "steps": s.steps, "created": s.created, "updated": s.updated,
-        "eval_every": s.eval_every, "frame_every": s.frame_every,
+        "path": str(s.path),
+        "format_version": sess.FORMAT_VERSION,
+        "prompt": s.prompt,
+        "model": s.model,
+        "seed": s.seed,
+        "steps": s.steps,
+        "created": s.created,
+        "updated": s.updated,
+        "eval_every": s.eval_every,
+        "frame_every": s.frame_every,
         "lanes": {n: {"preset": p.preset, **s.summary.get(n, {})} for n, p in s.lanes.items()},
-        "changes": len(s.changes), "frames": {n: int(len(f[0])) for n, f in s.frames.items()},
+        "changes": len(s.changes),
+        "frames": {n: int(len(f[0])) for n, f in s.frames.items()},
         "open_by_pid": holder,
     }
     if args.json:
@@ -445,7 +531,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
         if args.prompt is not None:
             line += f"  | prompt rank {v.prompt_rank}/{len(v.captions)} ({v.prompt_score:.4f})"
         print(line)
-        for cap, score in list(zip(v.captions, v.scores))[1:args.top]:
+        for cap, score in list(zip(v.captions, v.scores))[1 : args.top]:
             print(f"    {score:.4f}  {cap}")
     return 0
 
@@ -453,8 +539,9 @@ def cmd_judge(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from clipterm.score import score_images
 
-    table = score_images(args.images, args.prompt, args.models or ["shapes-a", "shapes-b"], args.device,
-                         baseline=args.baseline, log=_err)
+    table = score_images(
+        args.images, args.prompt, args.models or ["shapes-a", "shapes-b"], args.device, baseline=args.baseline, log=_err
+    )
     print(json.dumps(table.to_dict(), indent=2) if args.json else table.render())
     return 0
 
@@ -482,8 +569,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ClipTermError("--lr must be positive")
     if args.steps < 1 or args.batch < 2:
         raise ClipTermError("--steps must be >= 1 and --batch >= 2")
-    rep = shapes.train(args.arch, args.seed, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
+    rep = shapes.train(
+        args.arch,
+        args.seed,
+        args.out,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     print(json.dumps(rep))
     return 0
 
@@ -501,8 +595,15 @@ def main(argv: list[str] | None = None) -> int:
         if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version"):
             return cmd_app(argv)
         args = build_parser().parse_args(argv)
-        handler = {"run": cmd_run, "info": cmd_info, "judge": cmd_judge, "train-shapes": cmd_train,
-                   "score": cmd_score, "export": cmd_export, "analyze": cmd_analyze}
+        handler = {
+            "run": cmd_run,
+            "info": cmd_info,
+            "judge": cmd_judge,
+            "train-shapes": cmd_train,
+            "score": cmd_score,
+            "export": cmd_export,
+            "analyze": cmd_analyze,
+        }
         return handler[args.command](args)
     except ClipTermError as e:
         _err(f"error: {e}")

@@ -76,8 +76,17 @@ def make_optimizer(p: LaneParams, param: torch.Tensor) -> torch.optim.Optimizer:
 class Engine:
     """Holds the model, the encoded prompt and the lanes; `step()` advances every lane once."""
 
-    def __init__(self, bundle: ModelBundle, prompt: str, lanes: dict[str, LaneParams], seed: int = 0,
-                 eval_every: int = 50, precision: str = "auto", compile: bool = False, raw_every: int = 1) -> None:
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        prompt: str,
+        lanes: dict[str, LaneParams],
+        seed: int = 0,
+        eval_every: int = 50,
+        precision: str = "auto",
+        compile: bool = False,
+        raw_every: int = 1,
+    ) -> None:
         if not lanes or any(n not in LANES for n in lanes):
             raise EngineError(f"lanes must be a non-empty subset of {LANES}, got {list(lanes)}")
         self.bundle = bundle
@@ -123,9 +132,15 @@ class Engine:
     def _new_lane(self, name: str, p: LaneParams, noise: torch.Tensor) -> Lane:
         init = (p.init_mean + p.init_std * noise).to(self.device)
         param = init.clone().requires_grad_(True)
-        return Lane(name=name, params=p, param=param, optimizer=make_optimizer(p, param),
-                    best=init.clone(), best_loss=torch.tensor(math.inf, device=self.device),
-                    gen=torch.Generator().manual_seed(lane_seed(self.seed, name)))
+        return Lane(
+            name=name,
+            params=p,
+            param=param,
+            optimizer=make_optimizer(p, param),
+            best=init.clone(),
+            best_loss=torch.tensor(math.inf, device=self.device),
+            gen=torch.Generator().manual_seed(lane_seed(self.seed, name)),
+        )
 
     @property
     def step_count(self) -> int:
@@ -143,15 +158,17 @@ class Engine:
         for t in terms:
             n = self.bundle.token_count(t.text)
             if n > self.bundle.context_length:
-                warns.append(f"prompt term {t.text[:40]!r} has {n} tokens; truncated to the model's "
-                             f"{self.bundle.context_length}")
+                warns.append(
+                    f"prompt term {t.text[:40]!r} has {n} tokens; truncated to the model's {self.bundle.context_length}"
+                )
         emb = self.bundle.encode_text([t.text for t in terms])
         w = torch.tensor([t.weight for t in terms], device=self.device, dtype=torch.float32)
         self._text = emb
         self._weights = w / w.clamp_min(0).sum()
         if record:
-            self.changes.append({"step": self.step_count, "lane": "*", "key": "prompt",
-                                 "old": self.prompt, "new": prompt})
+            self.changes.append(
+                {"step": self.step_count, "lane": "*", "key": "prompt", "old": self.prompt, "new": prompt}
+            )
         self.prompt = prompt
         self.terms = terms
         self.warnings.extend(warns)
@@ -166,8 +183,7 @@ class Engine:
         if key in ("lr", "weight_decay"):
             for g in ln.optimizer.param_groups:
                 g[key] = getattr(new, key)
-        self.changes.append({"step": self.step_count, "lane": lane, "key": key, "old": old,
-                             "new": getattr(new, key)})
+        self.changes.append({"step": self.step_count, "lane": lane, "key": key, "old": old, "new": getattr(new, key)})
         return new
 
     def set_preset(self, lane: str, name: str) -> LaneParams:
@@ -182,8 +198,7 @@ class Engine:
                 for g in ln.optimizer.param_groups:
                     g["lr"], g["weight_decay"] = new.lr, new.weight_decay
         ln.params = new
-        self.changes.append({"step": self.step_count, "lane": lane, "key": "preset", "old": old.preset,
-                             "new": name})
+        self.changes.append({"step": self.step_count, "lane": lane, "key": "preset", "old": old.preset, "new": name})
         return new
 
     # ----------------------------------------------------------------- the step
@@ -196,8 +211,7 @@ class Engine:
         p = ln.params
         x = ln.model_pixels()
         if p.augment:
-            theta = augment.sample_affine(ln.gen, p.views, p.degrees, p.translate, p.scale_min, p.scale_max,
-                                          p.flip_p)
+            theta = augment.sample_affine(ln.gen, p.views, p.degrees, p.translate, p.scale_min, p.scale_max, p.flip_p)
             views = augment.apply_affine(x, theta)
             batch = torch.cat([views, x.detach()], dim=0) if measure_raw else views
             n_views = p.views
@@ -229,12 +243,14 @@ class Engine:
                     torch.cuda.empty_cache()
                 wide = max(self.lanes.values(), key=lambda ln: ln.params.views if ln.params.augment else 0)
                 if not wide.params.augment or wide.params.views <= 1:
-                    raise EngineError("out of memory even at 1 view per lane; use a smaller model or "
-                                      "--device cpu") from None
+                    raise EngineError(
+                        "out of memory even at 1 view per lane; use a smaller model or --device cpu"
+                    ) from None
                 views = wide.params.views // 2
                 self.set_param(wide.name, "views", views)
-                self.warnings.append(f"out of memory at step {self.step_count + 1}: lane {wide.name} views "
-                                     f"halved to {views}")
+                self.warnings.append(
+                    f"out of memory at step {self.step_count + 1}: lane {wide.name} views halved to {views}"
+                )
 
     def _step_once(self) -> None:
         lanes = list(self.lanes.values())
@@ -260,7 +276,7 @@ class Engine:
         start = 0
         for ln, (size, n_views) in zip(lanes, sizes):
             p = ln.params
-            s = sims[start:start + size]
+            s = sims[start : start + size]
             start += size
             sim_loss = losses.similarity_loss(s[:n_views], p.loss, p.temperature)
             if size > n_views or not p.augment:  # the last row is the clean canvas
@@ -293,8 +309,10 @@ class Engine:
                 ln.pending.clear()
                 ln.history = np.concatenate([ln.history, rows])
                 if not np.isfinite(rows[:, 0]).all():
-                    raise EngineError(f"lane {ln.name}: similarity became NaN/Inf at step {len(ln.history)}; "
-                                      f"lower lr or change parameters, then continue")
+                    raise EngineError(
+                        f"lane {ln.name}: similarity became NaN/Inf at step {len(ln.history)}; "
+                        f"lower lr or change parameters, then continue"
+                    )
 
     # ----------------------------------------------------------------- measurements
     @torch.no_grad()

@@ -106,8 +106,9 @@ def export_png(session: Path, lane: str, out: Path, scale: int | None = None) ->
     return [out, big]
 
 
-def export_gif(session: Path, lane: str, out: Path, scale: int | None = None,
-               frame_ms: int = GIF_FRAME_MS) -> list[Path]:
+def export_gif(
+    session: Path, lane: str, out: Path, scale: int | None = None, frame_ms: int = GIF_FRAME_MS
+) -> list[Path]:
     """The lane's saved trajectory (frames/lane-X.npy) as a looping GIF."""
     s = _open(session, lane)
     frames, _steps = s.frames.get(lane, (np.zeros((0,)), None))
@@ -116,8 +117,9 @@ def export_gif(session: Path, lane: str, out: Path, scale: int | None = None,
     out = _prepare_out(out)
     k = scale or auto_scale(frames.shape[2], GIF_TARGET)
     images = [upscale(Image.fromarray(f), k) for f in frames]
-    _save(images[0], out, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0,
-          optimize=False)
+    _save(
+        images[0], out, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0, optimize=False
+    )
     return [out]
 
 
@@ -154,8 +156,12 @@ def export_sheet(session: Path, out: Path, scale: int | None = None) -> list[Pat
     y = MARGIN
     draw.text((MARGIN, y), _fit(draw, s.prompt, font, text_w), fill=FG, font=font)
     model = f"{s.model.get('name', '?')}"
-    draw.text((MARGIN, y + LINE), _fit(draw, f"step {s.steps}   model {model}   seed {s.seed}", font, text_w),
-              fill=DIM, font=font)
+    draw.text(
+        (MARGIN, y + LINE),
+        _fit(draw, f"step {s.steps}   model {model}   seed {s.seed}", font, text_w),
+        fill=DIM,
+        font=font,
+    )
     top = MARGIN + HEADER_LINES * LINE + MARGIN
     for i, lane in enumerate(lanes):
         x = MARGIN + i * (panel + MARGIN)

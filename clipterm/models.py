@@ -155,8 +155,17 @@ def _cached_tag_file(pretrained_cfg: dict) -> str | None:
     return None
 
 
-def _finish(model: torch.nn.Module, tokenizer: object, *, name: str, pretrained: str,
-            checkpoint: Path | None, device: torch.device, mean, std) -> ModelBundle:
+def _finish(
+    model: torch.nn.Module,
+    tokenizer: object,
+    *,
+    name: str,
+    pretrained: str,
+    checkpoint: Path | None,
+    device: torch.device,
+    mean,
+    std,
+) -> ModelBundle:
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -167,9 +176,18 @@ def _finish(model: torch.nn.Module, tokenizer: object, *, name: str, pretrained:
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
     ctx = int(getattr(tokenizer, "context_length", 77))
-    return ModelBundle(model=model, tokenizer=tokenizer, name=name, pretrained=pretrained,
-                       checkpoint=checkpoint, image_size=size, mean=tuple(mean), std=tuple(std),
-                       device=device, context_length=ctx)
+    return ModelBundle(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        pretrained=pretrained,
+        checkpoint=checkpoint,
+        image_size=size,
+        mean=tuple(mean),
+        std=tuple(std),
+        device=device,
+        context_length=ctx,
+    )
 
 
 class PatchMatmul(torch.nn.Module):
@@ -201,9 +219,14 @@ class PatchMatmul(torch.nn.Module):
 def patch_matmul(visual: torch.nn.Module) -> bool:
     """Swap a ViT tower's patch-embedding convolution for PatchMatmul; returns whether it did."""
     conv = getattr(visual, "conv1", None)
-    if (not isinstance(conv, torch.nn.Conv2d) or getattr(visual, "transformer", None) is None
-            or tuple(conv.kernel_size) != tuple(conv.stride) or conv.padding not in ((0, 0), "valid")
-            or tuple(conv.dilation) != (1, 1) or conv.groups != 1):
+    if (
+        not isinstance(conv, torch.nn.Conv2d)
+        or getattr(visual, "transformer", None) is None
+        or tuple(conv.kernel_size) != tuple(conv.stride)
+        or conv.padding not in ((0, 0), "valid")
+        or tuple(conv.dilation) != (1, 1)
+        or conv.groups != 1
+    ):
         return False
     visual.conv1 = PatchMatmul(conv)
     return True
@@ -226,8 +249,9 @@ def stock_layout(model: torch.nn.Module) -> torch.nn.Module:
     visual = m.visual
     if isinstance(visual.conv1, PatchMatmul):
         pm = visual.conv1
-        conv = torch.nn.Conv2d(pm.weight.shape[1], pm.weight.shape[0], pm.kernel, stride=pm.kernel,
-                               bias=pm.bias is not None)
+        conv = torch.nn.Conv2d(
+            pm.weight.shape[1], pm.weight.shape[0], pm.kernel, stride=pm.kernel, bias=pm.bias is not None
+        )
         conv.weight = pm.weight
         if pm.bias is not None:
             conv.bias = pm.bias
@@ -278,15 +302,15 @@ def load_model(name: str, pretrained: str | None = None, device: str | None = "a
     clean = name.replace("/", "-")
     if open_clip.get_model_config(clean) is None:
         raise ModelUnavailable(
-            f"unknown model {name!r}: use shapes-a, shapes-b or an open_clip name such as ViT-B-32, RN50, ViT-L-14")
+            f"unknown model {name!r}: use shapes-a, shapes-b or an open_clip name such as ViT-B-32, RN50, ViT-L-14"
+        )
     tokenizer = open_clip.get_tokenizer(clean)
     if pretrained is None:
         pretrained = DEFAULT_PRETRAINED if open_clip.get_pretrained_cfg(clean, DEFAULT_PRETRAINED) else "none"
     if pretrained.lower() == "none":
         model, _, pp = open_clip.create_model_and_transforms(clean, pretrained=None)
         mean, std = _norm_of(pp)
-        return _finish(model, tokenizer, name=clean, pretrained="none", checkpoint=None, device=dev,
-                       mean=mean, std=std)
+        return _finish(model, tokenizer, name=clean, pretrained="none", checkpoint=None, device=dev, mean=mean, std=std)
 
     candidate = Path(pretrained).expanduser()
     if candidate.is_dir():
@@ -305,13 +329,22 @@ def load_model(name: str, pretrained: str | None = None, device: str | None = "a
         if not hub_reachable():
             raise ModelUnavailable(
                 f"{clean}/{pretrained} weights are not cached and the model hub is unreachable: "
-                f"pass --pretrained PATH to a local checkpoint, or use --model shapes-a")
+                f"pass --pretrained PATH to a local checkpoint, or use --model shapes-a"
+            )
         try:
             cached = open_clip.pretrained.download_pretrained(cfg)
         except Exception as e:  # network failures come in many types
             raise ModelUnavailable(f"could not download {clean}/{pretrained}: {str(e).splitlines()[0]}") from None
-    return _load_file(clean, Path(cached), tokenizer, dev, qgelu=bool(cfg.get("quick_gelu", False)),
-                      mean=cfg.get("mean"), std=cfg.get("std"), tag=pretrained)
+    return _load_file(
+        clean,
+        Path(cached),
+        tokenizer,
+        dev,
+        qgelu=bool(cfg.get("quick_gelu", False)),
+        mean=cfg.get("mean"),
+        std=cfg.get("std"),
+        tag=pretrained,
+    )
 
 
 def _norm_of(preprocess) -> tuple[tuple, tuple]:
@@ -319,6 +352,7 @@ def _norm_of(preprocess) -> tuple[tuple, tuple]:
         if hasattr(t, "mean") and hasattr(t, "std"):
             return tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std)
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
     return OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 
@@ -346,12 +380,14 @@ def _load_file(clean: str, path: Path, tokenizer, dev, *, qgelu: bool, mean, std
 
     try:
         model, _, pp = open_clip.create_model_and_transforms(
-            clean, pretrained=str(path), force_quick_gelu=qgelu, image_mean=mean, image_std=std)
+            clean, pretrained=str(path), force_quick_gelu=qgelu, image_mean=mean, image_std=std
+        )
     except Exception as e:  # open_clip raises RuntimeError/KeyError/UnpicklingError on bad files
         raise ModelUnavailable(f"cannot load checkpoint {path} into {clean}: {_load_error(e)}") from None
     m, s = _norm_of(pp)
-    return _finish(model, tokenizer, name=clean, pretrained=tag or str(path), checkpoint=path, device=dev,
-                   mean=m, std=s)
+    return _finish(
+        model, tokenizer, name=clean, pretrained=tag or str(path), checkpoint=path, device=dev, mean=m, std=s
+    )
 
 
 def _load_local_dir(path: Path, *, name: str, pretrained: str, device: torch.device) -> ModelBundle:
@@ -368,8 +404,7 @@ def _load_local_dir(path: Path, *, name: str, pretrained: str, device: torch.dev
         raise ModelUnavailable(f"cannot load model directory {path}: {msg[:200]}") from None
     ckpt = next((p for p in sorted(path.glob("*.safetensors"))), None)
     m, s = _norm_of(pp)
-    return _finish(model, tokenizer, name=name, pretrained=pretrained, checkpoint=ckpt, device=device,
-                   mean=m, std=s)
+    return _finish(model, tokenizer, name=name, pretrained=pretrained, checkpoint=ckpt, device=device, mean=m, std=s)
 
 
 def load_default(device: str | None = "auto") -> tuple[ModelBundle, str | None]:

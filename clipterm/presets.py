@@ -48,10 +48,22 @@ class LaneParams:
 PRESETS: dict[str, LaneParams] = {
     "unconstrained": LaneParams(preset="unconstrained"),
     "constrained": LaneParams(preset="constrained", augment=True, tv_weight=1e-4, tv_kind="l2"),
-    "self-guided": LaneParams(preset="self-guided", optimizer="adamw", lr=1.5, weight_decay=0.01,
-                              init_mean=0.0, init_std=0.01, clamp=False, normalize=False,
-                              loss="exp-temp", temperature=5.0, tv_weight=1e-5, tv_kind="l1",
-                              memory_weight=0.01, display="minmax"),
+    "self-guided": LaneParams(
+        preset="self-guided",
+        optimizer="adamw",
+        lr=1.5,
+        weight_decay=0.01,
+        init_mean=0.0,
+        init_std=0.01,
+        clamp=False,
+        normalize=False,
+        loss="exp-temp",
+        temperature=5.0,
+        tv_weight=1e-5,
+        tv_kind="l1",
+        memory_weight=0.01,
+        display="minmax",
+    ),
 }
 
 # name -> (type, low, high); ranges are inclusive. Only these may change while a run is live.

@@ -72,8 +72,9 @@ def _grad_stats(g: torch.Tensor) -> torch.Tensor:
 class Probe:
     """Records per-block statistics every `every` steps for each lane; 0 turns it off."""
 
-    def __init__(self, names: Sequence[str], blocks: Sequence[torch.nn.Module], batch_dim: int = 0,
-                 every: int = DEFAULT_EVERY) -> None:
+    def __init__(
+        self, names: Sequence[str], blocks: Sequence[torch.nn.Module], batch_dim: int = 0, every: int = DEFAULT_EVERY
+    ) -> None:
         self.names = [CANVAS] + list(names)
         self.blocks = list(blocks)
         self.batch_dim = batch_dim
@@ -122,10 +123,13 @@ class Probe:
             with torch.no_grad():
                 self._act[i] = [_act_stats(part) for part in self._split(out)]
             if out.requires_grad:
+
                 def grad_hook(g: torch.Tensor) -> None:
                     with torch.no_grad():
                         self._grad[i] = [_grad_stats(part) for part in self._split(g)]
+
                 out.register_hook(grad_hook)
+
         return hook
 
     def end(self, params: dict[str, torch.Tensor], step: int) -> None:
@@ -173,8 +177,9 @@ class Probe:
         with self._lock:
             if upto is not None:
                 self._drop_after(lane, int(upto))
-            stats, steps = self._saved.get(lane, (np.zeros((0, self.n_layers, len(STAT_COLUMNS)), np.float32),
-                                                  np.zeros((0,), np.int64)))
+            stats, steps = self._saved.get(
+                lane, (np.zeros((0, self.n_layers, len(STAT_COLUMNS)), np.float32), np.zeros((0,), np.int64))
+            )
             pending = self._pending.pop(lane, [])
             if pending:
                 new = torch.stack([t for _, t in pending]).cpu().numpy().astype(np.float32)

@@ -41,9 +41,11 @@ def checkpoint_mismatch(model: dict, bundle: ModelBundle) -> str | None:
     """Why `bundle` is not the checkpoint the session recorded (sha256 differs), or None if it is."""
     want = model.get("sha256")
     if want and bundle.sha256 != want:
-        return (f"checkpoint {bundle.checkpoint}: sha256 {str(bundle.sha256)[:12]}… no longer matches the "
-                f"session's {str(want)[:12]}…; the weights changed since this session was made "
-                f"(pass --retarget to continue on the new weights)")
+        return (
+            f"checkpoint {bundle.checkpoint}: sha256 {str(bundle.sha256)[:12]}… no longer matches the "
+            f"session's {str(want)[:12]}…; the weights changed since this session was made "
+            f"(pass --retarget to continue on the new weights)"
+        )
     return None
 
 
@@ -66,9 +68,11 @@ def check_fits(s: sess.Session, bundle: ModelBundle) -> None:
     """Refuse resuming canvases of another size than the model's input (that needs --retarget)."""
     for name, arrays in s.arrays.items():
         if arrays["param"].shape != (3, bundle.image_size, bundle.image_size):
-            raise SessionError(f"{s.path / sess.lane_dir_name(name) / 'param.npy'}: canvas "
-                               f"{arrays['param'].shape[1]}px does not fit {bundle.name}'s "
-                               f"{bundle.image_size}px input (pass --retarget to resize it)")
+            raise SessionError(
+                f"{s.path / sess.lane_dir_name(name) / 'param.npy'}: canvas "
+                f"{arrays['param'].shape[1]}px does not fit {bundle.name}'s "
+                f"{bundle.image_size}px input (pass --retarget to resize it)"
+            )
 
 
 def same_model(record: dict, name: str, pretrained: str | None) -> bool:
@@ -78,14 +82,22 @@ def same_model(record: dict, name: str, pretrained: str | None) -> bool:
         return True
     return pretrained == record.get("pretrained") or (
         record.get("checkpoint") not in (None, "bundled")
-        and Path(pretrained).expanduser().resolve() == Path(str(record["checkpoint"])))
+        and Path(pretrained).expanduser().resolve() == Path(str(record["checkpoint"]))
+    )
 
 
 class Run:
     """Engine + session bookkeeping. Call `step()`; it captures frames and autosaves on schedule."""
 
-    def __init__(self, path: Path, engine: Engine, autosave: Autosave | None = None, frame_every: int = 10,
-                 created: str | None = None, theme: str = "") -> None:
+    def __init__(
+        self,
+        path: Path,
+        engine: Engine,
+        autosave: Autosave | None = None,
+        frame_every: int = 10,
+        created: str | None = None,
+        theme: str = "",
+    ) -> None:
         self.path = Path(path)
         self.engine = engine
         if engine.probe is None:
@@ -103,8 +115,17 @@ class Run:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def create(cls, path: Path, bundle: ModelBundle, prompt: str, lanes: dict[str, LaneParams], seed: int,
-               eval_every: int = 50, frame_every: int = 10, autosave: Autosave | None = None) -> Run:
+    def create(
+        cls,
+        path: Path,
+        bundle: ModelBundle,
+        prompt: str,
+        lanes: dict[str, LaneParams],
+        seed: int,
+        eval_every: int = 50,
+        frame_every: int = 10,
+        autosave: Autosave | None = None,
+    ) -> Run:
         path = Path(path)
         _check_new_session_dir(path)
         engine = Engine(bundle, prompt, lanes, seed=seed, eval_every=eval_every)
@@ -121,8 +142,9 @@ class Run:
         return run
 
     @classmethod
-    def resume(cls, path: Path, bundle: ModelBundle, autosave: Autosave | None = None,
-               session: sess.Session | None = None) -> Run:
+    def resume(
+        cls, path: Path, bundle: ModelBundle, autosave: Autosave | None = None, session: sess.Session | None = None
+    ) -> Run:
         """Reopen a saved session with `bundle` (which the caller checked is the session's model).
 
         The session is read again under the lock (`session`, what the caller validated before
@@ -151,8 +173,9 @@ class Run:
         return run
 
     @classmethod
-    def retarget(cls, path: Path, bundle: ModelBundle, s: sess.Session | None = None,
-                 autosave: Autosave | None = None) -> Run:
+    def retarget(
+        cls, path: Path, bundle: ModelBundle, s: sess.Session | None = None, autosave: Autosave | None = None
+    ) -> Run:
         """Continue a session on another model (or changed weights): canvases, history and frames carry
         over (resized if the input size differs); optimizer state and best-so-far restart.
 
@@ -172,15 +195,21 @@ class Run:
                     x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
                 canvas = x[0].numpy().astype(np.float32)
                 zeros = np.zeros_like(canvas)
-                state = dict(arrays, param=canvas, best=canvas, opt_step=np.array(0, np.float32),
-                             opt_exp_avg=zeros, opt_exp_avg_sq=zeros, best_loss=np.array(np.inf, np.float32))
+                state = dict(
+                    arrays,
+                    param=canvas,
+                    best=canvas,
+                    opt_step=np.array(0, np.float32),
+                    opt_exp_avg=zeros,
+                    opt_exp_avg_sq=zeros,
+                    best_loss=np.array(np.inf, np.float32),
+                )
                 _load_lane(engine, path, name, state)
             old, new = s.model["name"], bundle.name
             if old == new:  # same model, changed weights: record which checkpoints
                 old = f"{old}@{str(s.model.get('sha256', ''))[:12]}"
                 new = f"{new}@{str(bundle.sha256 or '')[:12]}"
-            engine.changes = list(s.changes) + [{"step": s.steps, "lane": "*", "key": "model",
-                                                 "old": old, "new": new}]
+            engine.changes = list(s.changes) + [{"step": s.steps, "lane": "*", "key": "model", "old": old, "new": new}]
             run = cls(path, engine, autosave, s.frame_every, created=s.created, theme=s.theme)
             run.lock = lock
             side = min(sess.FRAME_SIZE, size)
@@ -259,11 +288,22 @@ class Run:
             side = min(sess.FRAME_SIZE, e.bundle.image_size)
             stack = np.stack(f) if f else np.zeros((0, side, side, 3), np.uint8)
             frames[name] = (stack, np.array(self.frame_steps[name], np.int64))
-        return sess.Session(path=self.path, prompt=e.prompt, seed=e.seed, model=model_record(e.bundle),
-                            lanes={n: ln.params for n, ln in e.lanes.items()}, steps=self.steps, arrays=arrays,
-                            frames=frames, changes=list(e.changes), eval_every=e.eval_every,
-                            frame_every=self.frame_every, created=self.created, theme=self.theme,
-                            summary=self.summary())
+        return sess.Session(
+            path=self.path,
+            prompt=e.prompt,
+            seed=e.seed,
+            model=model_record(e.bundle),
+            lanes={n: ln.params for n, ln in e.lanes.items()},
+            steps=self.steps,
+            arrays=arrays,
+            frames=frames,
+            changes=list(e.changes),
+            eval_every=e.eval_every,
+            frame_every=self.frame_every,
+            created=self.created,
+            theme=self.theme,
+            summary=self.summary(),
+        )
 
     def save(self) -> None:
         sess.save(self.to_session())
@@ -282,10 +322,11 @@ def _check_new_session_dir(path: Path) -> None:
     if not path.is_dir():
         raise SessionError(f"{path}: exists and is not an empty directory or a clipterm session")
     names = {p.name for p in path.iterdir()}
-    leftovers_ok = (names <= {sess.LOCK, sess.PENDING}
-                    and (sess.LOCK not in names or sess._is_regular(path / sess.LOCK))
-                    and (sess.PENDING not in names or (path / sess.PENDING).is_dir()
-                         and not (path / sess.PENDING).is_symlink()))
+    leftovers_ok = (
+        names <= {sess.LOCK, sess.PENDING}
+        and (sess.LOCK not in names or sess._is_regular(path / sess.LOCK))
+        and (sess.PENDING not in names or (path / sess.PENDING).is_dir() and not (path / sess.PENDING).is_symlink())
+    )
     if not leftovers_ok:
         raise SessionError(f"{path}: exists and is not an empty directory or a clipterm session")
 

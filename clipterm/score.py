@@ -90,12 +90,17 @@ class ScoreTable:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"prompt": self.prompt, "models": self.columns, "baseline": self.baseline,
-                "scores": {r: dict(zip(self.columns, map(float, v))) for r, v in zip(self.rows, self.values)}}
+        return {
+            "prompt": self.prompt,
+            "models": self.columns,
+            "baseline": self.baseline,
+            "scores": {r: dict(zip(self.columns, map(float, v))) for r, v in zip(self.rows, self.values)},
+        }
 
 
-def _score_on(name: str, pretrained: str | None, device: str | None, prompt: str,
-              images: list[Image.Image]) -> list[float]:
+def _score_on(
+    name: str, pretrained: str | None, device: str | None, prompt: str, images: list[Image.Image]
+) -> list[float]:
     """Load one model, score every image, and let the model go out of scope on return."""
     bundle = load_model(name, pretrained, device)
     scorer = PromptScorer(bundle, prompt)
@@ -108,8 +113,14 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def score_images(images: list[Path], prompt: str, models: list[str], device: str | None = "auto",
-                 baseline: Path | None = None, log=None) -> ScoreTable:
+def score_images(
+    images: list[Path],
+    prompt: str,
+    models: list[str],
+    device: str | None = "auto",
+    baseline: Path | None = None,
+    log=None,
+) -> ScoreTable:
     """Score every image (and the baseline photo) on every model, loading one model at a time."""
     if not images:
         raise ClipTermError("no images to score")

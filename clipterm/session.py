@@ -51,10 +51,16 @@ MAX_JOURNAL_BYTES = 64 << 10
 FRAME_SIZE = 64
 # key -> (dtype, shape kind): "canvas" = (3,H,W); "scalar" = (); "rng" = 1-D; "history"/"evals" = 2-D
 LANE_ARRAYS: dict[str, tuple[str, str]] = {
-    "image": ("float32", "canvas"), "param": ("float32", "canvas"), "best": ("float32", "canvas"),
-    "best_loss": ("float32", "scalar"), "opt_step": ("float32", "scalar"),
-    "opt_exp_avg": ("float32", "canvas"), "opt_exp_avg_sq": ("float32", "canvas"),
-    "rng": ("uint8", "rng"), "history": ("float32", "history"), "evals": ("float32", "evals"),
+    "image": ("float32", "canvas"),
+    "param": ("float32", "canvas"),
+    "best": ("float32", "canvas"),
+    "best_loss": ("float32", "scalar"),
+    "opt_step": ("float32", "scalar"),
+    "opt_exp_avg": ("float32", "canvas"),
+    "opt_exp_avg_sq": ("float32", "canvas"),
+    "rng": ("uint8", "rng"),
+    "history": ("float32", "history"),
+    "evals": ("float32", "evals"),
 }
 FINITE = ("image", "param", "best", "opt_exp_avg", "opt_exp_avg_sq", "opt_step")
 # Numbers session.toml keeps per lane for `clipterm info` (derived from history/evals at save time)
@@ -297,8 +303,10 @@ class SessionLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.read(fd, 32).decode("ascii", errors="replace").strip() or "unknown"
-                raise SessionError(f"{self.root}: session is already open in another clipterm process "
-                                   f"(pid {holder}); close that one first") from None
+                raise SessionError(
+                    f"{self.root}: session is already open in another clipterm process "
+                    f"(pid {holder}); close that one first"
+                ) from None
             os.ftruncate(fd, 0)
             os.write(fd, str(os.getpid()).encode())
         except BaseException:
@@ -412,8 +420,10 @@ def _parse_npy(data: bytes, path: Path, dtype: str) -> np.ndarray:
     offset = buf.tell()
     if count * dt.itemsize != len(data) - offset:
         what = "truncated" if count * dt.itemsize > len(data) - offset else "has trailing bytes"
-        raise SessionError(f"{path}: {what}: header says {shape} ({count * dt.itemsize} bytes of data), "
-                           f"file holds {len(data) - offset}")
+        raise SessionError(
+            f"{path}: {what}: header says {shape} ({count * dt.itemsize} bytes of data), "
+            f"file holds {len(data) - offset}"
+        )
     if count == 0:
         return np.zeros(shape, dt)
     arr = np.frombuffer(data, dtype=dt, count=count, offset=offset).reshape(shape, order="F" if fortran else "C")
@@ -479,8 +489,10 @@ class _Files:
         arr = _parse_npy(data, path, dtype)
         want = self.table.get(rel)
         if want is not None and hashlib.sha256(data).hexdigest() != want:
-            raise SessionError(f"{path}: sha256 differs from the one session.toml records "
-                               f"(the file was changed or damaged after it was saved)")
+            raise SessionError(
+                f"{path}: sha256 differs from the one session.toml records "
+                f"(the file was changed or damaged after it was saved)"
+            )
         return arr, path
 
 
@@ -563,8 +575,9 @@ def _load_once(root: Path, with_arrays: bool) -> Session:
     where = str(path)
     version = _req(doc, "format_version", int, where)
     if version > FORMAT_VERSION:
-        raise SessionError(f"{where}: format_version {version} was written by a newer clipterm "
-                           f"(this one reads {FORMAT_VERSION})")
+        raise SessionError(
+            f"{where}: format_version {version} was written by a newer clipterm (this one reads {FORMAT_VERSION})"
+        )
     if version < 1:
         raise SessionError(f"{where}: invalid format_version {version}")
     prompt = _req(doc, "prompt", str, where)
@@ -593,10 +606,22 @@ def _load_once(root: Path, with_arrays: bool) -> Session:
     if not isinstance(theme, str):
         raise SessionError(f"{where}: 'theme' must be a string")
     files.table = _check_files_table(_req(doc, "files", dict, where), lanes, where)
-    s = Session(path=root, prompt=prompt, seed=seed, model=model, lanes=lanes, steps=steps, arrays={},
-                changes=changes, eval_every=eval_every, frame_every=frame_every,
-                created=str(doc.get("created", now())), updated=str(doc.get("updated", now())), theme=theme,
-                summary=summary)
+    s = Session(
+        path=root,
+        prompt=prompt,
+        seed=seed,
+        model=model,
+        lanes=lanes,
+        steps=steps,
+        arrays={},
+        changes=changes,
+        eval_every=eval_every,
+        frame_every=frame_every,
+        created=str(doc.get("created", now())),
+        updated=str(doc.get("updated", now())),
+        theme=theme,
+        summary=summary,
+    )
     if with_arrays:
         for name in lanes:
             s.arrays[name] = _load_lane(files, name, steps)
@@ -641,8 +666,9 @@ def _lane_table(root: Path, raw: dict, name: str, where: str) -> tuple[LaneParam
         if key in table:
             v = table.pop(key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise SessionError(f"{where}: lane {name} '{key}' must be a finite number, "
-                                   f"got {_one_line(repr(v), 40)}")
+                raise SessionError(
+                    f"{where}: lane {name} '{key}' must be a finite number, got {_one_line(repr(v), 40)}"
+                )
             summary[key] = float(v)
     if not isinstance(table.get("preset"), str):
         raise SessionError(f"{where}: lane {name} 'preset' must be a string naming a preset")
@@ -724,12 +750,12 @@ def _load_lane(files: _Files, lane: str, steps: int) -> dict[str, np.ndarray]:
             raise SessionError(f"{path}: not a valid random generator state")
         out[key] = arr
     if len(out["history"]) != steps:
-        raise SessionError(f"{paths['history']}: has {len(out['history'])} rows but session.toml says "
-                           f"steps = {steps}")
+        raise SessionError(f"{paths['history']}: has {len(out['history'])} rows but session.toml says steps = {steps}")
     opt_step = float(out["opt_step"])
     if opt_step != int(opt_step) or not 0 <= opt_step <= steps:
-        raise SessionError(f"{paths['opt_step']}: optimizer step {opt_step:g} is not a whole number within "
-                           f"[0, {steps}]")
+        raise SessionError(
+            f"{paths['opt_step']}: optimizer step {opt_step:g} is not a whole number within [0, {steps}]"
+        )
     best_loss = float(out["best_loss"])
     if math.isnan(best_loss) or best_loss == -math.inf:
         raise SessionError(f"{paths['best_loss']}: best loss {best_loss} (must be a number or +inf)")

@@ -118,8 +118,13 @@ class Arch:
         return {
             "embed_dim": self.embed_dim,
             "vision_cfg": {"image_size": SIZE, **self.vision},
-            "text_cfg": {"context_length": self.context_length, "vocab_size": 49408,
-                         "width": self.text_width, "heads": self.text_heads, "layers": self.text_layers},
+            "text_cfg": {
+                "context_length": self.context_length,
+                "vocab_size": 49408,
+                "width": self.text_width,
+                "heads": self.text_heads,
+                "layers": self.text_layers,
+            },
         }
 
 
@@ -134,19 +139,33 @@ def write_model_dir(out: Path, model: torch.nn.Module, model_cfg: dict, report: 
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    config = {"model_cfg": model_cfg,
-              "preprocess_cfg": {"mean": list(CLIP_MEAN), "std": list(CLIP_STD), "interpolation": "bicubic",
-                                 "resize_mode": "shortest"}}
+    config = {
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {
+            "mean": list(CLIP_MEAN),
+            "std": list(CLIP_STD),
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
+    }
     (out / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    state = {k: v.detach().to(torch.float16).contiguous() if v.is_floating_point() else v.contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to(torch.float16).contiguous() if v.is_floating_point() else v.contiguous()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, str(out / "open_clip_model.safetensors"))
     (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 @torch.no_grad()
-def zero_shot_accuracy(model: torch.nn.Module, tokenizer, n: int = 1000, seed: int = 10_000,
-                       device: torch.device | str = "cpu", batch: int = 250) -> float:
+def zero_shot_accuracy(
+    model: torch.nn.Module,
+    tokenizer,
+    n: int = 1000,
+    seed: int = 10_000,
+    device: torch.device | str = "cpu",
+    batch: int = 250,
+) -> float:
     """Top-1 over the 24 base captions on `n` freshly rendered images (seed not used in training)."""
     was_training = model.training
     model.eval()
@@ -169,8 +188,15 @@ def zero_shot_accuracy(model: torch.nn.Module, tokenizer, n: int = 1000, seed: i
     return correct / n
 
 
-def train(arch: str, seed: int, out: Path, steps: int = 600, batch: int = 128, lr: float = 2e-3,
-          log: Callable[[str], None] = print) -> dict:
+def train(
+    arch: str,
+    seed: int,
+    out: Path,
+    steps: int = 600,
+    batch: int = 128,
+    lr: float = 2e-3,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Train a shapes CLIP from scratch; deterministic on CPU for a given seed and thread count."""
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
@@ -185,7 +211,8 @@ def train(arch: str, seed: int, out: Path, steps: int = 600, batch: int = 128, l
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     warm = max(1, steps // 12)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+        opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
+    )
     model.train()
     t0 = time.time()
     for step in range(1, steps + 1):
@@ -212,9 +239,17 @@ def train(arch: str, seed: int, out: Path, steps: int = 600, batch: int = 128, l
             log(f"step {step}/{steps}  loss {loss.item():.4f}  {time.time() - t0:.0f}s")
     model.eval()
     acc = zero_shot_accuracy(model, tokenizer)
-    report = {"arch": arch, "seed": seed, "steps": steps, "batch": batch, "lr": lr,
-              "zero_shot_top1": acc, "train_seconds": round(time.time() - t0, 1),
-              "params": sum(p.numel() for p in model.parameters()), "torch": torch.__version__}
+    report = {
+        "arch": arch,
+        "seed": seed,
+        "steps": steps,
+        "batch": batch,
+        "lr": lr,
+        "zero_shot_top1": acc,
+        "train_seconds": round(time.time() - t0, 1),
+        "params": sum(p.numel() for p in model.parameters()),
+        "torch": torch.__version__,
+    }
     write_model_dir(out, model, cfg, report)
     log(f"zero-shot top-1 over the 24 base captions on 1000 fresh images: {acc:.1%}")
     return report

@@ -24,8 +24,21 @@ from clipterm.cli import main
 
 PROMPT = "a red circle on a black background"
 # Small and fast: the bundled 64px model on the CPU, frequent evals, frames and autosaves.
-RUN_FLAGS = ["--model", "shapes-a", "--device", "cpu", "--prompt", PROMPT, "--eval-every", "5",
-             "--autosave-steps", "5", "--autosave-seconds", "0", "--quiet"]
+RUN_FLAGS = [
+    "--model",
+    "shapes-a",
+    "--device",
+    "cpu",
+    "--prompt",
+    PROMPT,
+    "--eval-every",
+    "5",
+    "--autosave-steps",
+    "5",
+    "--autosave-seconds",
+    "0",
+    "--quiet",
+]
 # One thread in every child: bit-exact comparisons need the same reduction order in each process.
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -42,8 +55,13 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 def clipterm(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m clipterm ARGV` in a child process."""
-    return subprocess.run([sys.executable, "-m", "clipterm", *map(str, argv)], capture_output=True, text=True,
-                          timeout=timeout, env=CHILD_ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "clipterm", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=CHILD_ENV,
+    )
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -67,8 +85,11 @@ def snapshot(root: Path) -> dict[str, str]:
 
 def lane_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every .npy of a session (relative path -> array), read without pickle."""
-    return {str(p.relative_to(path)): np.load(p, allow_pickle=False) for p in sorted(path.rglob("*.npy"))
-            if ".pending" not in p.parts}
+    return {
+        str(p.relative_to(path)): np.load(p, allow_pickle=False)
+        for p in sorted(path.rglob("*.npy"))
+        if ".pending" not in p.parts
+    }
 
 
 def read_doc(s: Path) -> dict:

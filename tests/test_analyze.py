@@ -12,10 +12,30 @@ from clipterm.cli import main
 PROMPT = "a red triangle on a white background"
 
 
-
 def make_session(path, model: str, *extra: str) -> None:
-    assert main(["run", str(path), "--prompt", PROMPT, "--steps", "6", "--model", model, "--device", "cpu",
-                 "--eval-every", "3", "--probe-every", "2", "--quiet", *extra]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(path),
+                "--prompt",
+                PROMPT,
+                "--steps",
+                "6",
+                "--model",
+                model,
+                "--device",
+                "cpu",
+                "--eval-every",
+                "3",
+                "--probe-every",
+                "2",
+                "--quiet",
+                *extra,
+            ]
+        )
+        == 0
+    )
 
 
 def check_png(path, size: tuple[int, int]) -> np.ndarray:
@@ -82,14 +102,20 @@ def test_out_that_is_a_file_is_refused(tmp_path, capsys):
 def test_change_marks_follow_the_recorded_changes():
     from clipterm.analysis import change_marks
 
-    changes = [{"step": 900, "lane": "b", "key": "preset", "old": "constrained", "new": "unconstrained"},
-               {"step": 1401, "lane": "*", "key": "prompt", "old": "a dog", "new": "a red tomato | blurry:-0.5"},
-               {"step": 1401, "lane": "a", "key": "lr", "old": 0.05, "new": 0.02},
-               {"step": 2000, "lane": "a", "key": "views", "old": 1, "new": 8}]
-    assert change_marks(changes, "b") == [(900, "preset: unconstrained", True),
-                                          (1401, "prompt: a red tomato | blurry:-0", True)]
-    assert change_marks(changes, "a") == [(1401, "prompt: a red tomato | blurry:-0, lr 0.02", True),
-                                          (2000, "views 8", False)]
+    changes = [
+        {"step": 900, "lane": "b", "key": "preset", "old": "constrained", "new": "unconstrained"},
+        {"step": 1401, "lane": "*", "key": "prompt", "old": "a dog", "new": "a red tomato | blurry:-0.5"},
+        {"step": 1401, "lane": "a", "key": "lr", "old": 0.05, "new": 0.02},
+        {"step": 2000, "lane": "a", "key": "views", "old": 1, "new": 8},
+    ]
+    assert change_marks(changes, "b") == [
+        (900, "preset: unconstrained", True),
+        (1401, "prompt: a red tomato | blurry:-0", True),
+    ]
+    assert change_marks(changes, "a") == [
+        (1401, "prompt: a red tomato | blurry:-0, lr 0.02", True),
+        (2000, "views 8", False),
+    ]
     both = change_marks(changes)  # the similarity plot, both lanes: lane-specific marks name their lane
     assert [m[0] for m in both] == [900, 1401, 2000]
     assert both[0][1] == "B preset: unconstrained" and both[2] == (2000, "A views 8", False)

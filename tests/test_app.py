@@ -38,7 +38,17 @@ pytestmark = [
 
 def make_app(path: Path | None, *extra: str) -> ClipTermApp:
     argv = ([str(path)] if path is not None else []) + [
-        "--model", "shapes-a", "--device", "cpu", "--judge", "none", "--paused", "--render", "halfcell", *extra]
+        "--model",
+        "shapes-a",
+        "--device",
+        "cpu",
+        "--judge",
+        "none",
+        "--paused",
+        "--render",
+        "halfcell",
+        *extra,
+    ]
     return build_app(build_app_parser().parse_args(argv))
 
 
@@ -59,7 +69,7 @@ def screen_rows(app: ClipTermApp, widget) -> list[list[tuple[str, str]]]:
     """What the compositor draws over the widget's screen region: (text, style) of each segment."""
     r = widget.region
     strips = app.screen._compositor.render_strips()
-    return [[(seg.text, str(seg.style)) for seg in strip.crop(r.x, r.right)] for strip in strips[r.y:r.bottom]]
+    return [[(seg.text, str(seg.style)) for seg in strip.crop(r.x, r.right)] for strip in strips[r.y : r.bottom]]
 
 
 def log_text(app: ClipTermApp) -> str:
@@ -277,7 +287,10 @@ async def test_m_pressed_twice_at_once_flips_twice(tmp_path):
             assert e.lanes["a"].params.preset == "constrained"
             flips = [c for c in e.changes if c["key"] == "preset"]
             assert [(c["old"], c["new"]) for c in flips] == [
-                ("unconstrained", "constrained"), ("constrained", "unconstrained"), ("unconstrained", "constrained")]
+                ("unconstrained", "constrained"),
+                ("constrained", "unconstrained"),
+                ("unconstrained", "constrained"),
+            ]
     finally:
         close(app)
 
@@ -434,8 +447,23 @@ async def test_help_screen_lists_every_key(tmp_path):
             await pilot.press("question_mark")
             assert isinstance(app.screen, HelpScreen)
             keys = [row[0] for row in app.screen.rows]
-            for k in ("ctrl+t", "t", "|", "m", "space", "ctrl+s", "q", "e", "[", "]", "?", "l", "esc", "enter",
-                      "ctrl+p"):
+            for k in (
+                "ctrl+t",
+                "t",
+                "|",
+                "m",
+                "space",
+                "ctrl+s",
+                "q",
+                "e",
+                "[",
+                "]",
+                "?",
+                "l",
+                "esc",
+                "enter",
+                "ctrl+p",
+            ):
                 assert k in keys
             await pilot.press("escape")
             assert not isinstance(app.screen, HelpScreen)
@@ -580,8 +608,17 @@ def test_frames_are_throttled_to_fps(tmp_path, shapes_a):
     from clipterm.app.controller import Controller, SnapshotReady
     from clipterm.cli import open_run
 
-    args = build_app_parser().parse_args([str(tmp_path / "s"), "--model", "shapes-a", "--device", "cpu",
-                                          "--prompt", "a red circle on a black background"])
+    args = build_app_parser().parse_args(
+        [
+            str(tmp_path / "s"),
+            "--model",
+            "shapes-a",
+            "--device",
+            "cpu",
+            "--prompt",
+            "a red circle on a black background",
+        ]
+    )
     run = open_run(args, tmp_path / "s", log=lambda m: None)
     snaps = []
 
@@ -690,8 +727,11 @@ async def test_judge_scores_are_shown(tmp_path, monkeypatch, shapes_a, shapes_b)
     """The independent judge (shapes-b) ranks the prompt for each lane; its numbers reach the Similarity pane."""
     import clipterm.models
 
-    monkeypatch.setattr(clipterm.models, "load_model",
-                        lambda name, pretrained=None, device="auto": shapes_b if name == "shapes-b" else shapes_a)
+    monkeypatch.setattr(
+        clipterm.models,
+        "load_model",
+        lambda name, pretrained=None, device="auto": shapes_b if name == "shapes-b" else shapes_a,
+    )
     argv = [str(tmp_path / "s"), "--model", "shapes-a", "--device", "cpu", "--paused", "--render", "halfcell"]
     app = build_app(build_app_parser().parse_args(argv))
     try:
@@ -732,8 +772,15 @@ async def test_value_typed_in_a_burst_after_enter_lands_in_the_editor(tmp_path):
     try:
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)
-            for key, ch in [("down", None), ("enter", "\r"), ("0", "0"), ("full_stop", "."), ("0", "0"),
-                            ("2", "2"), ("enter", "\r")]:
+            for key, ch in [
+                ("down", None),
+                ("enter", "\r"),
+                ("0", "0"),
+                ("full_stop", "."),
+                ("0", "0"),
+                ("2", "2"),
+                ("enter", "\r"),
+            ]:
                 app.post_message(events.Key(key, ch))
             await until(pilot, lambda: app.run_.engine.lanes["a"].params.lr == 0.02, what="lr edit applied")
             await pilot.pause(0.2)

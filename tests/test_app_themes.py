@@ -42,13 +42,16 @@ def test_user_theme_overrides_and_broken_file_is_skipped(tmp_path, monkeypatch):
     assert "broken" not in themes and "not a colour" in warnings[0]
 
 
-@pytest.mark.parametrize("text, reason", [
-    ('name = "x"\n', "'primary' colour is required"),
-    ('primary = "#fff"\n', "'name' must be a non-empty string"),
-    ('name = "x"\nprimary = "#fff"\nsparkle = 1\n', "unknown theme key(s) sparkle"),
-    ('name = "x"\nprimary = "#fff"\n[variables]\na = 1\n', "[variables] must map names to strings"),
-    ("name = \n", "TOML syntax error"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('name = "x"\n', "'primary' colour is required"),
+        ('primary = "#fff"\n', "'name' must be a non-empty string"),
+        ('name = "x"\nprimary = "#fff"\nsparkle = 1\n', "unknown theme key(s) sparkle"),
+        ('name = "x"\nprimary = "#fff"\n[variables]\na = 1\n', "[variables] must map names to strings"),
+        ("name = \n", "TOML syntax error"),
+    ],
+)
 def test_bad_theme_files_are_refused_with_the_reason(tmp_path, text, reason):
     p = Path(tmp_path / "t.toml")
     p.write_text(text)

@@ -16,9 +16,11 @@ from clipterm.cli import main
 from clipterm.errors import ClipTermError
 from clipterm.runner import Run
 
-PROMPTS = ["a red circle on a white background", "a blue square on a black background",
-           "a green triangle on a white background"]
-
+PROMPTS = [
+    "a red circle on a white background",
+    "a blue square on a black background",
+    "a green triangle on a white background",
+]
 
 
 def write_prompts(path, lines: list[str]):
@@ -50,8 +52,22 @@ def test_slugs_are_unique_and_stable():
 def test_batch_of_three_prompts(tmp_path, capsys, shapes_a, shapes_b):
     f = write_prompts(tmp_path / "prompts.txt", ["# shapes", PROMPTS[0], "", PROMPTS[1], PROMPTS[2]])
     out = tmp_path / "batch"
-    code, stdout, err = run_main(capsys, "run", out, "--prompts-file", f, "--steps", "4", "--model", "shapes-a",
-                                 "--device", "cpu", "--quiet", "--probe-every", "2")
+    code, stdout, err = run_main(
+        capsys,
+        "run",
+        out,
+        "--prompts-file",
+        f,
+        "--steps",
+        "4",
+        "--model",
+        "shapes-a",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--probe-every",
+        "2",
+    )
     assert code == 0, err
     dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert dirs == sorted(batch.session_names(PROMPTS))
@@ -71,8 +87,9 @@ def test_batch_of_three_prompts(tmp_path, capsys, shapes_a, shapes_b):
         # the judge column is shapes-b's own view of the saved PNG
         png = Image.open(out / r["session"] / f"lane-{r['lane']}" / "final.png").convert("RGB")
         with torch.no_grad():
-            sim = float(shapes_b.encode_pixels(shapes_b.preprocess_uint8(png))[0]
-                        @ shapes_b.encode_text([r["prompt"]])[0])
+            sim = float(
+                shapes_b.encode_pixels(shapes_b.preprocess_uint8(png))[0] @ shapes_b.encode_text([r["prompt"]])[0]
+            )
         assert float(r["judge_sim"]) == pytest.approx(sim, abs=1e-4)
         assert 1 <= int(r["judge_rank"]) <= int(r["judge_candidates"]) == 24
     md = (out / "summary.md").read_text(encoding="utf-8")
@@ -85,8 +102,9 @@ def test_batch_of_three_prompts(tmp_path, capsys, shapes_a, shapes_b):
     assert run.steps == 4
     run.close()
     # ... and the same command with more steps resumes all three and rebuilds the table
-    code, _, err = run_main(capsys, "run", out, "--prompts-file", f, "--steps", "6", "--model", "shapes-a",
-                            "--device", "cpu", "--quiet")
+    code, _, err = run_main(
+        capsys, "run", out, "--prompts-file", f, "--steps", "6", "--model", "shapes-a", "--device", "cpu", "--quiet"
+    )
     assert code == 0, err
     assert all(sess.load(out / name).steps == 6 for name in dirs)
     with open(out / "summary.csv", newline="", encoding="utf-8") as fh:
@@ -114,10 +132,29 @@ def test_bad_batches_one_line_exit_2(tmp_path, capsys):
 def test_a_session_with_another_prompt_is_not_overwritten(tmp_path, capsys):
     good = write_prompts(tmp_path / "good.txt", [PROMPTS[0]])
     out = tmp_path / "b"
-    assert main(["run", str(out / batch.slugify(PROMPTS[0])), "--prompt", PROMPTS[1], "--steps", "1",
-                 "--model", "shapes-a", "--device", "cpu", "--quiet", "--lanes", "a"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(out / batch.slugify(PROMPTS[0])),
+                "--prompt",
+                PROMPTS[1],
+                "--steps",
+                "1",
+                "--model",
+                "shapes-a",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--lanes",
+                "a",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    code, _, err = run_main(capsys, "run", out, "--prompts-file", good, "--steps", "2", "--model", "shapes-a",
-                            "--device", "cpu", "--quiet")
+    code, _, err = run_main(
+        capsys, "run", out, "--prompts-file", good, "--steps", "2", "--model", "shapes-a", "--device", "cpu", "--quiet"
+    )
     assert code == 2 and "holds the prompt" in err
     assert sess.load(out / batch.slugify(PROMPTS[0])).steps == 1

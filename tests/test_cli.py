@@ -18,11 +18,25 @@ from clipterm.cli import main
 PROMPT = "a green triangle on a white background"
 
 
-
 def test_run_writes_the_documented_outputs(tmp_path, capsys):
     out = tmp_path / "s"
-    code, _, err = run_main(capsys, "run", str(out), "--prompt", PROMPT, "--steps", "30", "--model", "shapes-a",
-                            "--device", "cpu", "--views", "2", "--eval-every", "10")
+    code, _, err = run_main(
+        capsys,
+        "run",
+        str(out),
+        "--prompt",
+        PROMPT,
+        "--steps",
+        "30",
+        "--model",
+        "shapes-a",
+        "--device",
+        "cpu",
+        "--views",
+        "2",
+        "--eval-every",
+        "10",
+    )
     assert code == 0, err
     meta = tomllib.loads((out / "session.toml").read_text())
     assert meta["prompt"] == PROMPT and meta["steps"] == 30 and meta["model"]["name"] == "shapes-a"
@@ -44,9 +58,28 @@ def test_run_writes_the_documented_outputs(tmp_path, capsys):
 
 def test_progress_is_plain_lines_when_not_a_terminal(tmp_path):
     out = tmp_path / "s"
-    proc = subprocess.run([sys.executable, "-m", "clipterm", "run", str(out), "--prompt", PROMPT, "--steps", "20",
-                           "--model", "shapes-a", "--device", "cpu", "--lanes", "a"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clipterm",
+            "run",
+            str(out),
+            "--prompt",
+            PROMPT,
+            "--steps",
+            "20",
+            "--model",
+            "shapes-a",
+            "--device",
+            "cpu",
+            "--lanes",
+            "a",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("step ")]
     assert lines and "\r" not in proc.stderr and "steps/s" in lines[-1] and lines[-1].startswith("step 20/20")
@@ -72,10 +105,14 @@ BAD_ARGS = [
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--model", "shapes-a", "--device", "tpu"], "device"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--model", "shapes-a", "--device", "cuda"], "CUDA"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--model", "NoSuchNet-7"], "unknown model"),
-    (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--model", "ViT-B-32", "--pretrained", "/no/such.pt"],
-     "does not exist"),
-    (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--model", "ViT-B-32", "--pretrained", "bogus"],
-     "unknown pretrained tag"),
+    (
+        ["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--model", "ViT-B-32", "--pretrained", "/no/such.pt"],
+        "does not exist",
+    ),
+    (
+        ["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--model", "ViT-B-32", "--pretrained", "bogus"],
+        "unknown pretrained tag",
+    ),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--bogus-flag"], "unrecognized"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--autosave-seconds", "-1"], "autosave"),
     (["info", "{out}"], "not"),
@@ -133,8 +170,21 @@ def test_checkpoint_file_loading_without_pickle(tmp_path, capsys):
             return (Path(tmp_path / "pwned").touch, ())
 
     torch.save({"state_dict": Evil()}, tmp_path / "evil.pt")
-    code, _, err = run_main(capsys, "run", str(tmp_path / "s"), "--prompt", PROMPT, "--steps", "2", "--model",
-                            "RN50", "--pretrained", str(tmp_path / "evil.pt"), "--device", "cpu")
+    code, _, err = run_main(
+        capsys,
+        "run",
+        str(tmp_path / "s"),
+        "--prompt",
+        PROMPT,
+        "--steps",
+        "2",
+        "--model",
+        "RN50",
+        "--pretrained",
+        str(tmp_path / "evil.pt"),
+        "--device",
+        "cpu",
+    )
     assert code == 2 and "cannot load checkpoint" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "pwned").exists()
 
@@ -146,8 +196,21 @@ def test_mismatched_checkpoint_names_what_does_not_fit(tmp_path, capsys):
     from safetensors.torch import save_file
 
     save_file({"x": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
-    code, _, err = run_main(capsys, "run", str(tmp_path / "s"), "--prompt", PROMPT, "--steps", "2", "--model",
-                            "RN50", "--pretrained", str(tmp_path / "other.safetensors"), "--device", "cpu")
+    code, _, err = run_main(
+        capsys,
+        "run",
+        str(tmp_path / "s"),
+        "--prompt",
+        PROMPT,
+        "--steps",
+        "2",
+        "--model",
+        "RN50",
+        "--pretrained",
+        str(tmp_path / "other.safetensors"),
+        "--device",
+        "cpu",
+    )
     line = err.strip().splitlines()
     assert code == 2 and len(line) == 1, err
     assert re.search(r"\d+ missing keys \(e\.g\. '[a-z_.0-9]+'\)", line[0]), line[0]

@@ -129,6 +129,7 @@ def test_compiled_engine_tracks_eager(shapes_a):
         runs[compiled] = e
     assert runs[True]._encode is not shapes_a.model.encode_image  # really the compiled callable
     for lane in lanes:
-        np.testing.assert_allclose(runs[True].lanes[lane].history[:, 0], runs[False].lanes[lane].history[:, 0],
-                                   atol=2e-4)
+        np.testing.assert_allclose(
+            runs[True].lanes[lane].history[:, 0], runs[False].lanes[lane].history[:, 0], atol=2e-4
+        )
         np.testing.assert_allclose(runs[True].shown(lane), runs[False].shown(lane), atol=2e-3)

@@ -14,20 +14,57 @@ from clipterm.cli import main
 PROMPT = "a yellow circle on a black background"
 
 
-
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "s"
-    assert main(["run", str(path), "--prompt", PROMPT, "--steps", "8", "--model", "shapes-a", "--device", "cpu",
-                 "--frame-every", "2", "--eval-every", "4", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(path),
+                "--prompt",
+                PROMPT,
+                "--steps",
+                "8",
+                "--model",
+                "shapes-a",
+                "--device",
+                "cpu",
+                "--frame-every",
+                "2",
+                "--eval-every",
+                "4",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def one_lane(tmp_path_factory):
     path = tmp_path_factory.mktemp("export1") / "s"
-    assert main(["run", str(path), "--prompt", PROMPT, "--steps", "2", "--model", "shapes-a", "--device", "cpu",
-                 "--lanes", "b", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(path),
+                "--prompt",
+                PROMPT,
+                "--steps",
+                "2",
+                "--model",
+                "shapes-a",
+                "--device",
+                "cpu",
+                "--lanes",
+                "b",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return path
 
 
@@ -70,12 +107,12 @@ def test_contact_sheet_has_both_lanes_and_text(session, tmp_path, capsys):
     top = ex.MARGIN + ex.HEADER_LINES * ex.LINE + ex.MARGIN
     for i, lane in enumerate("ab"):
         x = ex.MARGIN + i * (256 + ex.MARGIN)
-        panel = arr[top:top + 256, x:x + 256]
+        panel = arr[top : top + 256, x : x + 256]
         final = np.asarray(Image.open(session / f"lane-{lane}" / "final.png"))
         assert np.array_equal(panel[::4, ::4], final)
-        footer = arr[top + 256:, x:x + 256]
+        footer = arr[top + 256 :, x : x + 256]
         assert (footer.max(axis=2) > 150).sum() > 100  # scores written under the panel
-    header = arr[:top - ex.MARGIN]
+    header = arr[: top - ex.MARGIN]
     assert (header.max(axis=2) > 150).sum() > 200  # the prompt and step line
 
 
@@ -93,11 +130,14 @@ def test_one_lane_sheet(one_lane, tmp_path, capsys):
     assert Image.open(out).size == ex.sheet_size(1, 192)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--lane", "c"], "--lane must be one of a, b"),
-    (["--format", "jpeg"], "unknown export format"),
-    (["--format", "png", "--scale", "0"], "--scale"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--lane", "c"], "--lane must be one of a, b"),
+        (["--format", "jpeg"], "unknown export format"),
+        (["--format", "png", "--scale", "0"], "--scale"),
+    ],
+)
 def test_bad_options_one_line_exit_2(session, tmp_path, capsys, args, needle):
     code, _, err = run_main(capsys, "export", session, "--out", tmp_path / "x.png", *args)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1

@@ -129,8 +129,28 @@ def test_rolled_back_engine_forgets_the_abandoned_records(tmp_path, shapes_a):
 
 def test_older_sessions_without_probe_files_still_load(tmp_path, shapes_a, capsys):
     path = tmp_path / "s"
-    assert main(["run", str(path), "--prompt", PROMPT, "--steps", "3", "--model", "shapes-a", "--device", "cpu",
-                 "--probe-every", "0", "--quiet", "--lanes", "a"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(path),
+                "--prompt",
+                PROMPT,
+                "--steps",
+                "3",
+                "--model",
+                "shapes-a",
+                "--device",
+                "cpu",
+                "--probe-every",
+                "0",
+                "--quiet",
+                "--lanes",
+                "a",
+            ]
+        )
+        == 0
+    )
     stats = np.load(path / "lane-a" / "probes.npy")
     assert stats.shape == (0, 4, 6)
     s = sess.load(path)

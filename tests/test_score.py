@@ -20,13 +20,14 @@ from clipterm.shapes import render
 PROMPT = "a red circle on a white background"
 
 
-
 @pytest.fixture()
 def images(tmp_path):
     """Two shapes-world images (one matching the prompt) and a 'photo' of another size."""
     paths = []
-    for name, args in [("red.png", ("red", "circle", "white", 18, 32, 30)),
-                       ("blue.png", ("blue", "square", "black", 14, 28, 36))]:
+    for name, args in [
+        ("red.png", ("red", "circle", "white", 18, 32, 30)),
+        ("blue.png", ("blue", "square", "black", 14, 28, 36)),
+    ]:
         Image.fromarray(render(*args)).save(tmp_path / name)
         paths.append(tmp_path / name)
     photo = Image.fromarray(render("red", "circle", "white", 20, 32, 32)).resize((150, 100), Image.BICUBIC)
@@ -54,8 +55,21 @@ def test_table_matches_direct_scores(images, shapes_a, shapes_b):
 
 def test_cli_prints_images_as_rows_models_as_columns(images, shapes_a, shapes_b, capsys):
     paths, photo = images
-    code, out, err = run_main(capsys, "score", *paths, "--prompt", PROMPT, "--model", "shapes-a",
-                              "--model", "shapes-b", "--baseline", photo, "--device", "cpu")
+    code, out, err = run_main(
+        capsys,
+        "score",
+        *paths,
+        "--prompt",
+        PROMPT,
+        "--model",
+        "shapes-a",
+        "--model",
+        "shapes-b",
+        "--baseline",
+        photo,
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     lines = out.strip().splitlines()
     assert lines[0] == f"prompt: {PROMPT}"
@@ -69,8 +83,9 @@ def test_cli_prints_images_as_rows_models_as_columns(images, shapes_a, shapes_b,
 def test_json_output_and_weighted_prompt(images, shapes_a, capsys):
     paths, _ = images
     prompt = "a red circle:2 | a blue square:-1"
-    code, out, err = run_main(capsys, "score", paths[0], "--prompt", prompt, "--model", "shapes-a",
-                              "--device", "cpu", "--json")
+    code, out, err = run_main(
+        capsys, "score", paths[0], "--prompt", prompt, "--model", "shapes-a", "--device", "cpu", "--json"
+    )
     assert code == 0, err
     import json
 
@@ -99,8 +114,9 @@ def test_models_load_one_at_a_time(images, monkeypatch):
 def test_prompt_scorer_for_the_app(shapes_b):
     scorer = sc.PromptScorer(shapes_b, PROMPT)
     canvas = render("red", "circle", "white", 18, 32, 30).transpose(2, 0, 1).astype(np.float32) / 255
-    assert scorer.score_canvas(canvas) == pytest.approx(scorer.score_image(render("red", "circle", "white", 18, 32,
-                                                                                  30)), abs=1e-6)
+    assert scorer.score_canvas(canvas) == pytest.approx(
+        scorer.score_image(render("red", "circle", "white", 18, 32, 30)), abs=1e-6
+    )
     before = scorer.score_canvas(canvas)
     scorer.set_prompt("a green triangle on a black background")
     assert scorer.score_canvas(canvas) < before
@@ -137,11 +153,34 @@ def test_bad_inputs_one_line_exit_2(images, tmp_path, capsys):
 
 def test_unavailable_weights_are_one_line(images, tmp_path):
     paths, _ = images
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), XDG_CACHE_HOME=str(tmp_path / "xdg"),
-               HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "clipterm", "score", str(paths[0]), "--prompt", PROMPT,
-                           "--model", "shapes-a", "--model", "ViT-B-32:openai", "--device", "cpu"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf"),
+        XDG_CACHE_HOME=str(tmp_path / "xdg"),
+        HOME=str(tmp_path),
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clipterm",
+            "score",
+            str(paths[0]),
+            "--prompt",
+            PROMPT,
+            "--model",
+            "shapes-a",
+            "--model",
+            "ViT-B-32:openai",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     err = [ln for ln in proc.stderr.splitlines() if ln.startswith("clipterm: error")]
     assert len(err) == 1 and "not cached" in err[0] and "Traceback" not in proc.stderr

@@ -47,8 +47,13 @@ def test_files_dtypes_shapes_and_toml(session, shapes_a):
     assert doc["eval_every"] == 5 and doc["frame_every"] == 10 and doc["changes"] == []
     assert doc["history_columns"] == list(HISTORY_COLUMNS) and doc["eval_columns"] == list(EVAL_COLUMNS)
     assert doc["created"] <= doc["updated"]
-    assert doc["model"] == {"name": "shapes-a", "pretrained": "bundled", "image_size": 64, "checkpoint": "bundled",
-                            "sha256": file_sha256(shapes_a.checkpoint)}
+    assert doc["model"] == {
+        "name": "shapes-a",
+        "pretrained": "bundled",
+        "image_size": 64,
+        "checkpoint": "bundled",
+        "sha256": file_sha256(shapes_a.checkpoint),
+    }
     on_disk = {str(p.relative_to(session)) for p in session.rglob("*") if p.is_file()}
     npys = {rel for rel in on_disk if rel.endswith(".npy")}
     assert set(doc["files"]) == npys

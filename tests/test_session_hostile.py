@@ -157,8 +157,9 @@ def _summary_not_number(s: Path, out: Path) -> None:
 
 
 def _change_in_future(s: Path, out: Path) -> None:
-    edit_toml(s, lambda d: d.__setitem__("changes", [{"step": 999, "lane": "*", "key": "prompt", "old": "",
-                                                      "new": "x"}]))
+    edit_toml(
+        s, lambda d: d.__setitem__("changes", [{"step": 999, "lane": "*", "key": "prompt", "old": "", "new": "x"}])
+    )
 
 
 def _future_version(s: Path, out: Path) -> None:
@@ -287,9 +288,11 @@ CASES: dict[str, tuple[Callable[[Path, Path], None], tuple[str, ...], tuple[str,
     "huge-steps": (_huge_steps, ("session.toml", "steps 1000000000000000 out of range"), BOTH),
     "files-table-missing": (_files_table_missing, ("session.toml", "missing key 'files'"), BOTH),
     "file-sha256-mismatch": (_file_sha_mismatch, ("lane-a/param.npy", "sha256 differs"), BOTH),
-    "checkpoint-sha256-mismatch": (_checkpoint_sha_mismatch,
-                                   ("shapes-a/open_clip_model.safetensors", "no longer matches", "--retarget"),
-                                   ("run",)),
+    "checkpoint-sha256-mismatch": (
+        _checkpoint_sha_mismatch,
+        ("shapes-a/open_clip_model.safetensors", "no longer matches", "--retarget"),
+        ("run",),
+    ),
     "lane-dir-outside": (_lane_dir_outside, ("session.toml", "points outside the session directory"), BOTH),
     "lane-dir-symlink": (_lane_dir_symlink, ("/s/lane-a", "symlink"), BOTH),
     "file-symlink": (_file_symlink, ("lane-b/param.npy", "is a symlink"), BOTH),
@@ -337,8 +340,12 @@ def test_hostile_session_is_refused_and_left_untouched(case, base_session, tmp_p
 def test_session_made_with_another_model_needs_retarget(base_session, tmp_path, capsys):
     s = tmp_path / "s"
     shutil.copytree(base_session, s, symlinks=True)
-    check_refused(capsys, tmp_path, ["run", s, "--steps", "12", "--model", "shapes-b", "--device", "cpu"],
-                  (str(s), "made with shapes-a", "not shapes-b", "--retarget"))
+    check_refused(
+        capsys,
+        tmp_path,
+        ["run", s, "--steps", "12", "--model", "shapes-b", "--device", "cpu"],
+        (str(s), "made with shapes-a", "not shapes-b", "--retarget"),
+    )
 
 
 def test_session_directory_that_is_a_symlink(base_session, tmp_path, capsys):

@@ -41,8 +41,13 @@ def image_class(render: str):
 
     from clipterm.app.render import FastHalfcellImage
 
-    classes = {"auto": tiw.Image, "kitty": tiw.TGPImage, "sixel": tiw.SixelImage, "halfcell": FastHalfcellImage,
-               "unicode": tiw.UnicodeImage}
+    classes = {
+        "auto": tiw.Image,
+        "kitty": tiw.TGPImage,
+        "sixel": tiw.SixelImage,
+        "halfcell": FastHalfcellImage,
+        "unicode": tiw.UnicodeImage,
+    }
     if render not in classes:
         raise ValueError(f"--render must be one of {', '.join(RENDERERS)}")
     if render == "auto" and tir.Image is tir.HalfcellImage:  # the terminal has no image protocol
@@ -81,8 +86,15 @@ def build_app(args: argparse.Namespace, log_stream=None):
     try:
         ui_state = read_ui_state(path) if resuming else {}
         judge = None if args.judge == "none" else args.judge
-        return ClipTermApp(run, image_cls=image_cls, fps=args.fps, paused=args.paused, judge=judge,
-                           startup_log=lines, ui_state=ui_state)
+        return ClipTermApp(
+            run,
+            image_cls=image_cls,
+            fps=args.fps,
+            paused=args.paused,
+            judge=judge,
+            startup_log=lines,
+            ui_state=ui_state,
+        )
     except BaseException:
         run.close()
         raise

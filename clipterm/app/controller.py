@@ -163,8 +163,16 @@ def _oom_types() -> tuple[type, ...]:
 class Controller:
     """Owns the Run while the app is up. `loop()` runs in the worker thread; `submit()` from anywhere."""
 
-    def __init__(self, run: Run, post: Callable[[Message], object], *, fps: float = 4.0, paused: bool = False,
-                 judge: str | None = "shapes-b", preview_size: int = PREVIEW_SIZE) -> None:
+    def __init__(
+        self,
+        run: Run,
+        post: Callable[[Message], object],
+        *,
+        fps: float = 4.0,
+        paused: bool = False,
+        judge: str | None = "shapes-b",
+        preview_size: int = PREVIEW_SIZE,
+    ) -> None:
         self.run = run
         self.post = post
         self.interval = 1.0 / fps if fps > 0 else 0.25
@@ -309,8 +317,10 @@ class Controller:
     def _fail(self, e: BaseException) -> None:
         """Report, pause, and put the engine back to its last save so the user can continue."""
         if isinstance(e, _oom_types()):
-            msg = (f"out of memory on {self.run.engine.device} at step {self.run.steps}: lower 'views' or use a "
-                   f"smaller model, then resume")
+            msg = (
+                f"out of memory on {self.run.engine.device} at step {self.run.steps}: lower 'views' or use a "
+                f"smaller model, then resume"
+            )
         elif isinstance(e, ClipTermError):
             msg = str(e)
         else:
@@ -324,8 +334,10 @@ class Controller:
         try:
             self._rollback()
             self.failed = False
-            self.log(f"rolled back to the last save (step {self.run.steps}); change parameters and press "
-                     f"space to continue", "warning")
+            self.log(
+                f"rolled back to the last save (step {self.run.steps}); change parameters and press space to continue",
+                "warning",
+            )
         except Exception as e2:
             self.log(f"could not roll back to the last save: {e2}; the session on disk is untouched", "error")
         self._dirty = True
@@ -429,8 +441,9 @@ class Controller:
             if not force and self._judged.get(name) == key:
                 continue
             v = self._judge.rank_canvas(e.shown(name), prompt)
-            self._verdicts[name] = JudgeView(int(v.prompt_rank or 0), len(v.captions), float(v.prompt_score or 0.0),
-                                             v.top)
+            self._verdicts[name] = JudgeView(
+                int(v.prompt_rank or 0), len(v.captions), float(v.prompt_score or 0.0), v.top
+            )
             self._judged[name] = key
 
     def _publish(self) -> None:
@@ -443,16 +456,28 @@ class Controller:
             fsteps = tuple(run.frame_steps[name])
             fs = tuple(float(col[s - 1]) if 0 < s <= len(col) else float("nan") for s in fsteps)
             lanes[name] = LaneView(
-                name=name, params=ln.params, sims=np.array(col[-SPARK_POINTS:], np.float32),
+                name=name,
+                params=ln.params,
+                sims=np.array(col[-SPARK_POINTS:], np.float32),
                 current=float(col[-1]) if len(col) else None,
                 best=float(np.nanmax(col)) if np.isfinite(col).any() else None,
                 robust=float(ln.evals[-1, 1]) if len(ln.evals) else None,
                 verified=float(ln.evals[-1, 2]) if len(ln.evals) else None,
-                judge=self._verdicts.get(name), preview=e.preview(name, self.preview_size),
-                frame_steps=fsteps, frame_sims=fs, **self._layers(name))
-        snap = Snapshot(steps=run.steps, running=self.running, failed=self.failed,
-                        rate=self._rate.value() if self.running else 0.0, prompt=e.prompt,
-                        saved_step=run.saved_step, lanes=lanes)
+                judge=self._verdicts.get(name),
+                preview=e.preview(name, self.preview_size),
+                frame_steps=fsteps,
+                frame_sims=fs,
+                **self._layers(name),
+            )
+        snap = Snapshot(
+            steps=run.steps,
+            running=self.running,
+            failed=self.failed,
+            rate=self._rate.value() if self.running else 0.0,
+            prompt=e.prompt,
+            saved_step=run.saved_step,
+            lanes=lanes,
+        )
         self._dirty = False
         self._last_pub = time.monotonic()
         self._inflight.set()
@@ -469,8 +494,11 @@ class Controller:
             return {}
         grad_norm = STAT_COLUMNS.index("grad_norm")
         trend = tuple(tuple(float(v) for v in stats[:, i, grad_norm]) for i in range(stats.shape[1]))
-        return {"layers_step": int(steps[-1]), "layers": tuple(layer_rows(stats[-1], probe.names)),
-                "layers_trend": trend}
+        return {
+            "layers_step": int(steps[-1]),
+            "layers": tuple(layer_rows(stats[-1], probe.names)),
+            "layers_trend": trend,
+        }
 
     def _write_ui_state(self) -> None:
         try:

@@ -60,7 +60,8 @@ class FastHalfcell(HalfcellRenderable):
         segs = self._cache.get((width, height))
         if segs is None:
             segs = self._cache[(width, height)] = halfcell_segments(
-                self._image_data.scaled(width, height * 2).pil_image)
+                self._image_data.scaled(width, height * 2).pil_image
+            )
         return width, segs
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:

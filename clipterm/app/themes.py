@@ -20,8 +20,19 @@ from clipterm.errors import ClipTermError
 PACKAGE_THEMES = Path(__file__).parent / "themes"
 REPO_THEMES = Path(__file__).resolve().parents[2] / "themes"
 DEFAULT_THEME = "clipterm-midnight"
-COLOR_KEYS = ("primary", "secondary", "warning", "error", "success", "accent", "foreground", "background",
-              "surface", "panel", "boost")
+COLOR_KEYS = (
+    "primary",
+    "secondary",
+    "warning",
+    "error",
+    "success",
+    "accent",
+    "foreground",
+    "background",
+    "surface",
+    "panel",
+    "boost",
+)
 _FIELDS = {f.name for f in dataclasses.fields(Theme)}
 
 

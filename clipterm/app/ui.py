@@ -78,13 +78,21 @@ KEYS: tuple[Key, ...] = (  # footer order: the most needed first (a narrow foote
     Key("ctrl+c", "quit", "Quit", "save and quit (also on SIGHUP/SIGTERM)", show=False, priority=True),
 )
 # The Parameters table's own moves, run by the app in key order (see ClipTermApp.action_table_key).
-TABLE_KEYS = {"up": "cursor_up", "down": "cursor_down", "pageup": "page_up", "pagedown": "page_down",
-              "home": "scroll_home", "end": "scroll_end", "ctrl+home": "scroll_top", "ctrl+end": "scroll_bottom"}
+TABLE_KEYS = {
+    "up": "cursor_up",
+    "down": "cursor_down",
+    "pageup": "page_up",
+    "pagedown": "page_down",
+    "home": "scroll_home",
+    "end": "scroll_end",
+    "ctrl+home": "scroll_top",
+    "ctrl+end": "scroll_bottom",
+}
 EXTRA_HELP = (
     ("enter", "in Parameters: edit the value under the cursor, enter again applies it; in Prompt: apply"),
     ("esc", "leave a text field (back to the Parameters table)"),
     ("tab / shift+tab", "move between the Prompt field and the Parameters table"),
-    ("ctrl+p", "command palette: every action above, themes (\"Theme: …\"), keys"),
+    ("ctrl+p", 'command palette: every action above, themes ("Theme: …"), keys'),
 )
 
 CSS = """
@@ -143,9 +151,11 @@ def frame_title(lane: str, preset: str, step: int, sim: float | None, width: int
     """Lane, preset, step and similarity, shortened step by step until it fits the frame's border."""
     more = f" ({extra})" if extra else ""
     L = lane.upper()
-    for title in (f"Frame {L} · {preset} · step {step}{more} · sim {fmt_sim(sim)}",
-                  f"Frame {L} · {preset} · {step}{more} · {fmt_sim(sim, 3)}",
-                  f"{L} · {preset} · {step}{more} · {fmt_sim(sim, 3)}"):
+    for title in (
+        f"Frame {L} · {preset} · step {step}{more} · sim {fmt_sim(sim)}",
+        f"Frame {L} · {preset} · {step}{more} · {fmt_sim(sim, 3)}",
+        f"{L} · {preset} · {step}{more} · {fmt_sim(sim, 3)}",
+    ):
         if len(title) <= width:
             return title
     return f"{L}·{preset[:5]}·{step}·{fmt_sim(sim, 3)}"
@@ -156,9 +166,17 @@ class ClipTermApp(App[int]):
 
     CSS = CSS
     TITLE = "clipterm"
-    BINDINGS = [Binding(k.key, k.action if k.priority else f"typed({k.action!r})", k.label, show=k.show,
-                        priority=True, key_display=k.display) for k in KEYS] + [
-        Binding(key, f"table_key({move!r})", show=False, priority=True) for key, move in TABLE_KEYS.items()]
+    BINDINGS = [
+        Binding(
+            k.key,
+            k.action if k.priority else f"typed({k.action!r})",
+            k.label,
+            show=k.show,
+            priority=True,
+            key_display=k.display,
+        )
+        for k in KEYS
+    ] + [Binding(key, f"table_key({move!r})", show=False, priority=True) for key, move in TABLE_KEYS.items()]
 
     # repaint=False: an App reactive's default repaint is a full-screen repaint on every change (60 ms
     # at 160x48 on a busy 2-core box); the watchers below refresh just the widgets that change.
@@ -166,8 +184,17 @@ class ClipTermApp(App[int]):
     split = reactive(False, repaint=False)
     layers = reactive(False, repaint=False)
 
-    def __init__(self, run: Run, *, image_cls: type[Widget], fps: float = 4.0, paused: bool = False,
-                 judge: str | None = "shapes-b", startup_log: Iterable[str] = (), ui_state: dict | None = None) -> None:
+    def __init__(
+        self,
+        run: Run,
+        *,
+        image_cls: type[Widget],
+        fps: float = 4.0,
+        paused: bool = False,
+        judge: str | None = "shapes-b",
+        startup_log: Iterable[str] = (),
+        ui_state: dict | None = None,
+    ) -> None:
         super().__init__()
         self.run_ = run
         self.session_name = run.path.name
@@ -203,8 +230,12 @@ class ClipTermApp(App[int]):
                     yield FrameView(slot, self.image_cls)
             with Vertical(id="side"):
                 with Vertical(id="prompt-pane"):
-                    yield PromptInput(self._first_prompt, id="prompt-input", compact=True,
-                                      placeholder="a prompt; terms joined by | each with optional :weight")
+                    yield PromptInput(
+                        self._first_prompt,
+                        id="prompt-input",
+                        compact=True,
+                        placeholder="a prompt; terms joined by | each with optional :weight",
+                    )
                     yield Static("", id="prompt-error")
                 yield ParamsPane()
                 yield SimilarityPane(self.lanes)
@@ -227,8 +258,7 @@ class ClipTermApp(App[int]):
         self._small(self.size.height)
         self.query_one(ParamTable).focus()
         self.query_one(PromptInput).cursor_position = 0  # show the start of a long prompt
-        worker = self.run_worker(self.controller.loop, thread=True, name="engine", group="engine",
-                                 exit_on_error=False)
+        worker = self.run_worker(self.controller.loop, thread=True, name="engine", group="engine", exit_on_error=False)
         self.controller.cancelled = lambda: worker.is_cancelled
         if not self.is_headless:
             loop = asyncio.get_running_loop()
@@ -276,8 +306,9 @@ class ClipTermApp(App[int]):
     def on_log_line(self, message: LogLine) -> None:
         self._log(message.step, message.text, message.level)
         if message.notify:
-            self.notify(message.text, severity="error" if message.level == "error" else "warning",
-                        timeout=8, markup=False)
+            self.notify(
+                message.text, severity="error" if message.level == "error" else "warning", timeout=8, markup=False
+            )
 
     def on_command_done(self, message: CommandDone) -> None:
         try:
@@ -330,8 +361,14 @@ class ClipTermApp(App[int]):
             if self.scrub is not None and view.frame_steps:
                 i = min(self.scrub, len(view.frame_steps) - 1)
                 pixels = self._saved_frame(lane, i)
-                title = frame_title(lane, view.params.preset, view.frame_steps[i], view.frame_sims[i],
-                                    room, f"saved {i + 1}/{len(view.frame_steps)}")
+                title = frame_title(
+                    lane,
+                    view.params.preset,
+                    view.frame_steps[i],
+                    view.frame_sims[i],
+                    room,
+                    f"saved {i + 1}/{len(view.frame_steps)}",
+                )
             else:
                 pixels = view.preview
                 title = frame_title(lane, view.params.preset, snap.steps, view.current, room)
@@ -367,8 +404,14 @@ class ClipTermApp(App[int]):
             step = snap.steps
             rate = f"{snap.rate:.1f}" if snap.running else "—"
         view = "A|B" if self.split else self.active.upper()
-        parts = [escape(self.session_name), escape(self.model), state, f"step {step}", f"{rate} steps/s",
-                 f"view {view}"]
+        parts = [
+            escape(self.session_name),
+            escape(self.model),
+            state,
+            f"step {step}",
+            f"{rate} steps/s",
+            f"view {view}",
+        ]
         if self.scrub is not None:
             parts.append("scrubbing (] to live)")
         sep = "  ◆ " if self.size.width >= 120 else " │ "
@@ -603,13 +646,18 @@ class ClipTermApp(App[int]):
             if k.key in ("t", "ctrl+c"):
                 continue
             key = k.display or k.key
-            yield SystemCommand(f"{k.label}: {k.help.split(' (')[0]}", f"key {key}",
-                                lambda a=k.action: self.run_action(a))
-        yield SystemCommand("Leave text field", "key esc: back to the Parameters table",
-                            lambda: self.query_one(ParamTable).focus())
-        yield SystemCommand("Edit parameters", "focus the Parameters table (enter edits)",
-                            lambda: self.query_one(ParamTable).focus())
+            yield SystemCommand(
+                f"{k.label}: {k.help.split(' (')[0]}", f"key {key}", lambda a=k.action: self.run_action(a)
+            )
+        yield SystemCommand(
+            "Leave text field", "key esc: back to the Parameters table", lambda: self.query_one(ParamTable).focus()
+        )
+        yield SystemCommand(
+            "Edit parameters", "focus the Parameters table (enter edits)", lambda: self.query_one(ParamTable).focus()
+        )
         for name in sorted(self._themes):
-            yield SystemCommand(f"Theme: {name}", "switch to this theme (remembered in the session)",
-                                lambda n=name: setattr(self, "theme", n))
-
+            yield SystemCommand(
+                f"Theme: {name}",
+                "switch to this theme (remembered in the session)",
+                lambda n=name: setattr(self, "theme", n),
+            )

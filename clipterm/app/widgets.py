@@ -209,12 +209,13 @@ class LaneSimilarity(Vertical):
         j = view.judge
         if wide:
             judge = f"judge #{j.rank}/{j.of} {j.score:.3f}" if j else "judge —"
-            text = (f"now {fmt_sim(view.current)}  best {fmt_sim(view.best)}  robust {fmt_sim(view.robust)}  "
-                    f"verified {fmt_sim(view.verified)}  {judge}")
+            text = (
+                f"now {fmt_sim(view.current)}  best {fmt_sim(view.best)}  robust {fmt_sim(view.robust)}  "
+                f"verified {fmt_sim(view.verified)}  {judge}"
+            )
         else:
             judge = f"#{j.rank}" if j else "#—"  # the judge's rank of the prompt
-            text = (f"now {short_sim(view.current)} best {short_sim(view.best)} rob {short_sim(view.robust)} "
-                    f"{judge}")
+            text = f"now {short_sim(view.current)} best {short_sim(view.best)} rob {short_sim(view.robust)} {judge}"
         set_line(self.query_one(f"#numbers-{self.lane}", Static), text)
 
 
@@ -265,8 +266,14 @@ class LayersPane(Vertical):
     """The active lane's newest layer-probe record: one row per layer (canvas, then each block)."""
 
     # short labels so the trend still fits the side column of the split view; the title says what they are
-    COLUMNS = (("layer", "name"), ("mean", "act_mean"), ("std", "act_std"), ("norm", "act_norm"),
-               ("grad", "grad_norm"), ("grad trend", "trend"))
+    COLUMNS = (
+        ("layer", "name"),
+        ("mean", "act_mean"),
+        ("std", "act_std"),
+        ("norm", "act_norm"),
+        ("grad", "grad_norm"),
+        ("grad trend", "trend"),
+    )
 
     def __init__(self) -> None:
         super().__init__(id="layers")
@@ -283,11 +290,14 @@ class LayersPane(Vertical):
     def show(self, lane: str, view: LaneView | None) -> None:
         rows = view.layers if view is not None and view.layers is not None else ()
         step = view.layers_step if view is not None else None
-        self.border_subtitle = (f"lane {lane.upper()} · step {step}" if step is not None
-                                else f"lane {lane.upper()} · no probe record yet")
+        self.border_subtitle = (
+            f"lane {lane.upper()} · step {step}" if step is not None else f"lane {lane.upper()} · no probe record yet"
+        )
         trends = view.layers_trend if view is not None and view.layers_trend is not None else ()
-        cells = [(r[0], *(fmt_stat(v) for v in r[1:]), trend_text(trends[i]) if i < len(trends) else "")
-                 for i, r in enumerate(rows)]
+        cells = [
+            (r[0], *(fmt_stat(v) for v in r[1:]), trend_text(trends[i]) if i < len(trends) else "")
+            for i, r in enumerate(rows)
+        ]
         table = self.query_one("#layer-table", DataTable)
         names = tuple(r[0] for r in rows)
         if names != self._names:

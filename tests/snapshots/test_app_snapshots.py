@@ -24,8 +24,18 @@ pytestmark = [
 
 
 def fixed_app(tmp_path, split: bool = False):
-    argv = [str(tmp_path / "demo"), "--model", "shapes-a", "--device", "cpu", "--judge", "none", "--paused",
-            "--render", "halfcell"]
+    argv = [
+        str(tmp_path / "demo"),
+        "--model",
+        "shapes-a",
+        "--device",
+        "cpu",
+        "--judge",
+        "none",
+        "--paused",
+        "--render",
+        "halfcell",
+    ]
     app = build_app(build_app_parser().parse_args(argv))
     t = np.arange(1, 121, dtype=np.float32)
     curves = {"a": 0.15 + 0.80 * (1 - np.exp(-t / 25)), "b": 0.10 + 0.35 * (1 - np.exp(-t / 60))}
@@ -33,10 +43,13 @@ def fixed_app(tmp_path, split: bool = False):
         h = np.zeros((120, 6), np.float32)
         h[:, 0] = curves[name] + 0.01 * np.sin(t / 3)
         ln.history = h
-        ln.evals = np.array([[50, 0.05 if name == "a" else 0.30, 0.20], [100, 0.04 if name == "a" else 0.36, 0.25]],
-                            np.float32)
-    app.controller._verdicts = {"a": JudgeView(14, 25, 0.0812, "a blue square on a white background"),
-                                "b": JudgeView(2, 25, 0.2741, "a red square on a black background")}
+        ln.evals = np.array(
+            [[50, 0.05 if name == "a" else 0.30, 0.20], [100, 0.04 if name == "a" else 0.36, 0.25]], np.float32
+        )
+    app.controller._verdicts = {
+        "a": JudgeView(14, 25, 0.0812, "a blue square on a white background"),
+        "b": JudgeView(2, 25, 0.2741, "a red square on a black background"),
+    }
     if split:
         app._initial_split = True
     return app
