@@ -53,15 +53,33 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-def clipterm(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m clipterm ARGV` in a child process."""
+def clipterm(*argv: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m clipterm ARGV` in a child process (single-threaded unless another env is given)."""
     return subprocess.run(
         [sys.executable, "-m", "clipterm", *map(str, argv)],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=CHILD_ENV,
+        env=CHILD_ENV if env is None else env,
     )
+
+
+def offline_env(home: Path) -> dict[str, str]:
+    """A child environment with no model hub and empty caches under HOME (nothing cached, nothing fetched)."""
+    return dict(
+        os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(home / "hf"), XDG_CACHE_HOME=str(home / "xdg"), HOME=str(home)
+    )
+
+
+def make_run(path: Path, *extra: str, prompt: str = PROMPT, steps: int = 6, model: str = "shapes-a") -> Path:
+    """A finished `clipterm run` session on the CPU, made in this process (exit code 0 asserted)."""
+    argv = ["run", str(path), "--prompt", prompt, "--steps", str(steps), "--model", model, "--device", "cpu"]
+    assert main([*argv, *map(str, extra)]) == 0
+    return path
+
+
+# The app as tests drive it: bundled model on the CPU, no judge, paused, half-block frames.
+APP_FLAGS = ["--model", "shapes-a", "--device", "cpu", "--judge", "none", "--paused", "--render", "halfcell"]
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from sessionkit import cli as run_main
+from sessionkit import make_run
 
 from clipterm.cli import main
 
@@ -13,29 +14,7 @@ PROMPT = "a red triangle on a white background"
 
 
 def make_session(path, model: str, *extra: str) -> None:
-    assert (
-        main(
-            [
-                "run",
-                str(path),
-                "--prompt",
-                PROMPT,
-                "--steps",
-                "6",
-                "--model",
-                model,
-                "--device",
-                "cpu",
-                "--eval-every",
-                "3",
-                "--probe-every",
-                "2",
-                "--quiet",
-                *extra,
-            ]
-        )
-        == 0
-    )
+    make_run(path, "--eval-every", "3", "--probe-every", "2", "--quiet", *extra, prompt=PROMPT, model=model)
 
 
 def check_png(path, size: tuple[int, int]) -> np.ndarray:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sessionkit import APP_FLAGS
 
 from clipterm import session as sess
 from clipterm.app import DEFAULT_PROMPT, build_app, new_session_path, slug
@@ -37,18 +38,7 @@ pytestmark = [
 
 
 def make_app(path: Path | None, *extra: str) -> ClipTermApp:
-    argv = ([str(path)] if path is not None else []) + [
-        "--model",
-        "shapes-a",
-        "--device",
-        "cpu",
-        "--judge",
-        "none",
-        "--paused",
-        "--render",
-        "halfcell",
-        *extra,
-    ]
+    argv = ([str(path)] if path is not None else []) + [*APP_FLAGS, *extra]
     return build_app(build_app_parser().parse_args(argv))
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from sessionkit import cli as run_main
+from sessionkit import clipterm
 
 from clipterm.cli import main
 
@@ -58,26 +57,19 @@ def test_run_writes_the_documented_outputs(tmp_path, capsys):
 
 def test_progress_is_plain_lines_when_not_a_terminal(tmp_path):
     out = tmp_path / "s"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clipterm",
-            "run",
-            str(out),
-            "--prompt",
-            PROMPT,
-            "--steps",
-            "20",
-            "--model",
-            "shapes-a",
-            "--device",
-            "cpu",
-            "--lanes",
-            "a",
-        ],
-        capture_output=True,
-        text=True,
+    proc = clipterm(
+        "run",
+        str(out),
+        "--prompt",
+        PROMPT,
+        "--steps",
+        "20",
+        "--model",
+        "shapes-a",
+        "--device",
+        "cpu",
+        "--lanes",
+        "a",
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -150,6 +142,13 @@ def test_output_that_is_a_file_or_foreign_dir_is_refused(tmp_path, capsys):
     assert code == 2 and sorted(p.name for p in d.iterdir()) == ["cat.jpg"]
 
 
+def run_rn50_with(capsys, tmp_path: Path, checkpoint: str) -> tuple[int, str]:
+    """`clipterm run` on RN50 with --pretrained CHECKPOINT: (exit code, stderr)."""
+    argv = ["run", tmp_path / "s", "--prompt", PROMPT, "--steps", "2", "--model", "RN50", "--device", "cpu"]
+    code, _, err = run_main(capsys, *argv, "--pretrained", checkpoint)
+    return code, err
+
+
 def test_checkpoint_file_loading_without_pickle(tmp_path, capsys):
     """--pretrained PATH loads safetensors; a pickle-bearing .pt is refused (weights_only), one line."""
     import torch
@@ -170,21 +169,7 @@ def test_checkpoint_file_loading_without_pickle(tmp_path, capsys):
             return (Path(tmp_path / "pwned").touch, ())
 
     torch.save({"state_dict": Evil()}, tmp_path / "evil.pt")
-    code, _, err = run_main(
-        capsys,
-        "run",
-        str(tmp_path / "s"),
-        "--prompt",
-        PROMPT,
-        "--steps",
-        "2",
-        "--model",
-        "RN50",
-        "--pretrained",
-        str(tmp_path / "evil.pt"),
-        "--device",
-        "cpu",
-    )
+    code, err = run_rn50_with(capsys, tmp_path, str(tmp_path / "evil.pt"))
     assert code == 2 and "cannot load checkpoint" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "pwned").exists()
 
@@ -196,21 +181,7 @@ def test_mismatched_checkpoint_names_what_does_not_fit(tmp_path, capsys):
     from safetensors.torch import save_file
 
     save_file({"x": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
-    code, _, err = run_main(
-        capsys,
-        "run",
-        str(tmp_path / "s"),
-        "--prompt",
-        PROMPT,
-        "--steps",
-        "2",
-        "--model",
-        "RN50",
-        "--pretrained",
-        str(tmp_path / "other.safetensors"),
-        "--device",
-        "cpu",
-    )
+    code, err = run_rn50_with(capsys, tmp_path, str(tmp_path / "other.safetensors"))
     line = err.strip().splitlines()
     assert code == 2 and len(line) == 1, err
     assert re.search(r"\d+ missing keys \(e\.g\. '[a-z_.0-9]+'\)", line[0]), line[0]

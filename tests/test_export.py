@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 from sessionkit import cli as run_main
+from sessionkit import make_run
 
 from clipterm import export as ex
 from clipterm import session as sess
-from clipterm.cli import main
 
 PROMPT = "a yellow circle on a black background"
 
@@ -17,55 +17,12 @@ PROMPT = "a yellow circle on a black background"
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "s"
-    assert (
-        main(
-            [
-                "run",
-                str(path),
-                "--prompt",
-                PROMPT,
-                "--steps",
-                "8",
-                "--model",
-                "shapes-a",
-                "--device",
-                "cpu",
-                "--frame-every",
-                "2",
-                "--eval-every",
-                "4",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    return path
+    return make_run(path, "--frame-every", "2", "--eval-every", "4", "--quiet", prompt=PROMPT, steps=8)
 
 
 @pytest.fixture(scope="module")
 def one_lane(tmp_path_factory):
-    path = tmp_path_factory.mktemp("export1") / "s"
-    assert (
-        main(
-            [
-                "run",
-                str(path),
-                "--prompt",
-                PROMPT,
-                "--steps",
-                "2",
-                "--model",
-                "shapes-a",
-                "--device",
-                "cpu",
-                "--lanes",
-                "b",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    return path
+    return make_run(tmp_path_factory.mktemp("export1") / "s", "--lanes", "b", "--quiet", prompt=PROMPT, steps=2)
 
 
 def test_png_native_and_upscaled(session, tmp_path, capsys):

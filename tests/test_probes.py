@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sessionkit import make_run
 
 from clipterm import session as sess
-from clipterm.cli import main
 from clipterm.engine import Engine
 from clipterm.errors import SessionError
 from clipterm.presets import preset
@@ -128,29 +128,7 @@ def test_rolled_back_engine_forgets_the_abandoned_records(tmp_path, shapes_a):
 
 
 def test_older_sessions_without_probe_files_still_load(tmp_path, shapes_a, capsys):
-    path = tmp_path / "s"
-    assert (
-        main(
-            [
-                "run",
-                str(path),
-                "--prompt",
-                PROMPT,
-                "--steps",
-                "3",
-                "--model",
-                "shapes-a",
-                "--device",
-                "cpu",
-                "--probe-every",
-                "0",
-                "--quiet",
-                "--lanes",
-                "a",
-            ]
-        )
-        == 0
-    )
+    path = make_run(tmp_path / "s", "--probe-every", "0", "--quiet", "--lanes", "a", prompt=PROMPT, steps=3)
     stats = np.load(path / "lane-a" / "probes.npy")
     assert stats.shape == (0, 4, 6)
     s = sess.load(path)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import weakref
 
 import numpy as np
@@ -12,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from sessionkit import cli as run_main
+from sessionkit import clipterm, offline_env
 
 from clipterm import score as sc
 from clipterm.errors import ClipTermError
@@ -153,33 +151,20 @@ def test_bad_inputs_one_line_exit_2(images, tmp_path, capsys):
 
 def test_unavailable_weights_are_one_line(images, tmp_path):
     paths, _ = images
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        HF_HOME=str(tmp_path / "hf"),
-        XDG_CACHE_HOME=str(tmp_path / "xdg"),
-        HOME=str(tmp_path),
-    )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clipterm",
-            "score",
-            str(paths[0]),
-            "--prompt",
-            PROMPT,
-            "--model",
-            "shapes-a",
-            "--model",
-            "ViT-B-32:openai",
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    env = offline_env(tmp_path)
+    proc = clipterm(
+        "score",
+        str(paths[0]),
+        "--prompt",
+        PROMPT,
+        "--model",
+        "shapes-a",
+        "--model",
+        "ViT-B-32:openai",
+        "--device",
+        "cpu",
         timeout=120,
+        env=env,
     )
     assert proc.returncode == 2 and proc.stdout == ""
     err = [ln for ln in proc.stderr.splitlines() if ln.startswith("clipterm: error")]

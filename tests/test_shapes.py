@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from sessionkit import clipterm, offline_env
 
 from clipterm import shapes
 from clipterm.engine import Engine
@@ -62,12 +60,7 @@ def test_judge_cli_ranks_real_shapes(tmp_path):
     red = _save_png(tmp_path / "red.png", shapes.render("red", "circle", "black", 15, 30, 30))
     blue = _save_png(tmp_path / "blue.png", shapes.render("blue", "square", "white", 18, 40, 25))
     prompt = "a blue square on a white background"
-    proc = subprocess.run(
-        [sys.executable, "-m", "clipterm", "judge", str(red), str(blue), "--prompt", prompt, "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = clipterm("judge", str(red), str(blue), "--prompt", prompt, "--device", "cpu", timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if not ln.startswith(" ")]
     assert "'a red circle on a black background'" in lines[0] and "prompt rank" in lines[0]
@@ -82,32 +75,10 @@ def test_judge_ranks_a_free_prompt_among_the_captions(shapes_b):
 
 
 def test_offline_default_falls_back_to_shapes_a(tmp_path):
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        HF_HOME=str(tmp_path / "hf"),
-        XDG_CACHE_HOME=str(tmp_path / "xdg"),
-        HOME=str(tmp_path),
-    )
+    env = offline_env(tmp_path)
     out = tmp_path / "s"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clipterm",
-            "run",
-            str(out),
-            "--prompt",
-            "a red circle",
-            "--steps",
-            "2",
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
+    proc = clipterm(
+        "run", str(out), "--prompt", "a red circle", "--steps", "2", "--device", "cpu", timeout=120, env=env
     )
     assert proc.returncode == 0, proc.stderr
     assert "falling back to the bundled shapes-a" in proc.stderr and "ViT-B-32/openai" in proc.stderr
@@ -115,29 +86,22 @@ def test_offline_default_falls_back_to_shapes_a(tmp_path):
 
 
 def test_named_model_offline_is_one_clear_line(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HOME=str(tmp_path))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clipterm",
-            "run",
-            str(tmp_path / "s"),
-            "--prompt",
-            "a dog",
-            "--steps",
-            "2",
-            "--model",
-            "ViT-B-32",
-            "--pretrained",
-            "openai",
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    env = offline_env(tmp_path)
+    proc = clipterm(
+        "run",
+        str(tmp_path / "s"),
+        "--prompt",
+        "a dog",
+        "--steps",
+        "2",
+        "--model",
+        "ViT-B-32",
+        "--pretrained",
+        "openai",
+        "--device",
+        "cpu",
         timeout=120,
+        env=env,
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "not cached" in proc.stderr and "--model shapes-a" in proc.stderr

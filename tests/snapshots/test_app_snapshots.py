@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from sessionkit import APP_FLAGS
 
 from clipterm.app import build_app
 from clipterm.app.controller import JudgeView
@@ -24,18 +25,7 @@ pytestmark = [
 
 
 def fixed_app(tmp_path, split: bool = False):
-    argv = [
-        str(tmp_path / "demo"),
-        "--model",
-        "shapes-a",
-        "--device",
-        "cpu",
-        "--judge",
-        "none",
-        "--paused",
-        "--render",
-        "halfcell",
-    ]
+    argv = [str(tmp_path / "demo"), *APP_FLAGS]
     app = build_app(build_app_parser().parse_args(argv))
     t = np.arange(1, 121, dtype=np.float32)
     curves = {"a": 0.15 + 0.80 * (1 - np.exp(-t / 25)), "b": 0.10 + 0.35 * (1 - np.exp(-t / 60))}
