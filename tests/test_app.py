@@ -682,6 +682,25 @@ async def test_fast_halfcell_widget_draws_what_textual_image_widget_draws():
             assert got == want
 
 
+def test_keep_recent_remembers_the_last_pictures_per_size():
+    """The frame caches: a picture shown again (a lane toggled back) reuses what was made for it; the
+    same picture at another size (a resize) and a third picture (beyond KEEP) are made anew."""
+    from clipterm.app.render import KEEP, keep_recent
+
+    cache: dict = {}
+    made: list[str] = []
+
+    def get(obj, tag=None):
+        return keep_recent(cache, obj, lambda: made.append(f"{obj[0]}@{tag}") or f"{obj[0]}@{tag}", tag)
+
+    a, b, c = ["a"], ["b"], ["c"]
+    assert get(a) == "a@None" and get(b) == "b@None" and get(a) == "a@None" and made == ["a@None", "b@None"]
+    assert get(a, (10, 5)) == "a@(10, 5)" and len(made) == 3  # new size: made again
+    assert KEEP == 2 and get(c) == "c@None" and len(cache) == 2  # b was the oldest: evicted
+    get(b)
+    assert made[-1] == "b@None" and len(made) == 5
+
+
 async def test_set_line_relayouts_only_when_the_length_changes():
     """Numbers that grow must still wrap onto a second line (relayout), while same-length updates
     (every snapshot) repaint without one."""

@@ -9,6 +9,9 @@ per size, and which repaints without a relayout when a new frame of the same siz
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numpy as np
 from PIL import Image as PILImage
 from rich.color import Color, ColorType
@@ -21,7 +24,21 @@ from textual_image._terminal import get_cell_size
 from textual_image.renderable.halfcell import Image as HalfcellRenderable
 from textual_image.widget._base import Image as BaseImage
 
+T = TypeVar("T")
 _HEX = [f"{i:02x}" for i in range(256)]
+KEEP = 2  # pictures remembered per frame: one per lane, so toggling back reuses the other's cells
+
+
+def keep_recent(cache: dict[int, tuple], obj: Any, make: Callable[[], T], tag: Any = None, keep: int = KEEP) -> T:
+    """What was made for `obj` (by identity, and for the same `tag`) in the last `keep` calls, or
+    make it now. The cache holds `obj` beside its value, so no other object can take over its id."""
+    hit = cache.pop(id(obj), None)
+    if hit is None or hit[0] is not obj or hit[1] != tag:
+        hit = (obj, tag, make())
+    cache[id(obj)] = hit  # newest last
+    while len(cache) > keep:
+        cache.pop(next(iter(cache)))
+    return hit[2]
 
 
 def _color(r: int, g: int, b: int, cache: dict[int, Color]) -> Color:
@@ -90,7 +107,9 @@ class FastHalfcellImage(BaseImage, Renderable=FastHalfcell):
     changed (paused, scrubbing) reuses its cells instead of rebuilding them.
     """
 
-    KEEP = 2
+    def __init__(self, *args, **kwargs) -> None:
+        self._recent: dict[int, tuple] = {}  # the last KEEP pictures' renderables (keep_recent)
+        super().__init__(*args, **kwargs)
 
     @property
     def image(self):  # type: ignore[override]
@@ -109,16 +128,9 @@ class FastHalfcellImage(BaseImage, Renderable=FastHalfcell):
     def render(self):
         if not self._image:
             return ""
-        recent: dict[tuple, tuple] = self.__dict__.setdefault("_recent", {})
-        key = (id(self._image), self._get_styled_size())  # the image is held below: its id stays unique
-        hit = recent.pop(key, None)
-        if hit is None:
-            hit = (self._image, self._Renderable(self._image, *key[1]))
-        recent[key] = hit  # newest last
-        while len(recent) > self.KEEP:
-            recent.pop(next(iter(recent)))
-        self._renderable = hit[1]
-        return hit[1]
+        size = self._get_styled_size()  # a new size (resize) makes a new renderable
+        self._renderable = keep_recent(self._recent, self._image, lambda: self._Renderable(self._image, *size), size)
+        return self._renderable
 
     def render_line(self, y: int) -> Strip:
         """A row straight from the cached cells. Textual's default path re-renders the picture through

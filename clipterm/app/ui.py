@@ -539,8 +539,8 @@ class ClipTermApp(App[int]):
             if self.scrub >= n:
                 self.scrub = None
             self.scrub = None if self.scrub is None else max(0, self.scrub)
-        for frame in self.query(FrameView):  # force a redraw even if the preview object is the same
-            frame._shown = None
+        for frame in self.query(FrameView):
+            frame.redraw()
         self._draw()
         self._draw_status()
 

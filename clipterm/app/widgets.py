@@ -17,6 +17,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Label, Sparkline, Static
 
 from clipterm.app.controller import LaneView, Snapshot
+from clipterm.app.render import keep_recent
 from clipterm.presets import EDITABLE, PRESETS, LaneParams
 
 PARAM_ROWS = ("preset",) + tuple(EDITABLE)
@@ -104,22 +105,15 @@ class FrameView(Vertical):
         self.image_cls = image_cls
         self.border_title = "Frame"
         self._shown: object = None
-        self._pictures: dict[int, tuple[np.ndarray, PILImage.Image]] = {}  # the last two, by canvas
+        self._pictures: dict[int, tuple] = {}  # canvas array -> its PIL image, the last KEEP (keep_recent)
         self.frames_drawn = 0
 
     def compose(self) -> ComposeResult:
         yield self.image_cls(id=f"image-{self.slot}")
 
-    def _picture(self, pixels: np.ndarray) -> PILImage.Image:
-        """The same PIL image for the same canvas array, so the image widget can reuse its cells
-        when the slot toggles back to a lane whose canvas has not changed."""
-        hit = self._pictures.pop(id(pixels), None)
-        if hit is None:
-            hit = (pixels, PILImage.fromarray(pixels))  # holding the array keeps its id unique
-        self._pictures[id(pixels)] = hit
-        while len(self._pictures) > 2:
-            self._pictures.pop(next(iter(self._pictures)))
-        return hit[1]
+    def redraw(self) -> None:
+        """Draw the next picture given even if it is the one shown now (scrubbing swaps sources)."""
+        self._shown = None
 
     def show(self, lane: str, pixels: np.ndarray | None, title: str) -> None:
         self.border_title = title
@@ -133,7 +127,8 @@ class FrameView(Vertical):
         self._shown = pixels
         # one half-block cell per canvas pixel at most: more cells add no detail, only drawing work
         image.styles.max_width, image.styles.max_height = pixels.shape[1], (pixels.shape[0] + 1) // 2
-        image.image = self._picture(pixels)
+        # the same PIL image for the same canvas, so the widget reuses its cells when a lane comes back
+        image.image = keep_recent(self._pictures, pixels, lambda: PILImage.fromarray(pixels))
         self.frames_drawn += 1
 
 
