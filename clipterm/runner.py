@@ -324,7 +324,7 @@ def _check_new_session_dir(path: Path) -> None:
     names = {p.name for p in path.iterdir()}
     leftovers_ok = (
         names <= {sess.LOCK, sess.PENDING}
-        and (sess.LOCK not in names or sess._is_regular(path / sess.LOCK))
+        and (sess.LOCK not in names or sess.is_regular_file(path / sess.LOCK))
         and (sess.PENDING not in names or (path / sess.PENDING).is_dir() and not (path / sess.PENDING).is_symlink())
     )
     if not leftovers_ok:

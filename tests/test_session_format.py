@@ -20,6 +20,7 @@ from clipterm.engine import EVAL_COLUMNS, HISTORY_COLUMNS, Engine
 from clipterm.models import file_sha256
 from clipterm.presets import preset
 from clipterm.runner import Autosave, Run
+from clipterm.session import journal
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +151,7 @@ def test_crash_at_every_point_of_a_save_leaves_a_complete_save(session, tmp_path
         case = tmp_path / f"{what}-{k}"
         shutil.copytree(session, case, symlinks=True)
         calls = {"n": 0}
-        real = sess._write_bytes if what == "write" else sess.os.replace
+        real = journal.write_bytes if what == "write" else journal.os.replace
 
         def crash_after_k(*a, _real=real, _calls=calls, _k=k):
             if _calls["n"] == _k:
@@ -162,9 +163,9 @@ def test_crash_at_every_point_of_a_save_leaves_a_complete_save(session, tmp_path
         s.arrays = {lane: {k2: new[f"{lane}/{k2}"] for k2 in s.arrays[lane]} for lane in s.arrays}
         s.steps = 15
         if what == "write":
-            monkeypatch.setattr(sess, "_write_bytes", crash_after_k)
+            monkeypatch.setattr(journal, "write_bytes", crash_after_k)
         else:
-            monkeypatch.setattr(sess.os, "replace", crash_after_k)
+            monkeypatch.setattr(journal.os, "replace", crash_after_k)
         try:
             with pytest.raises(Crash):
                 sess.save(s)
@@ -228,7 +229,7 @@ def test_disk_error_during_save_is_one_line_and_keeps_the_previous_save(session,
     def full(*a):
         raise OSError(28, "No space left on device", str(session / ".pending" / "x"))
 
-    monkeypatch.setattr(sess, "_write_bytes", full)
+    monkeypatch.setattr(journal, "write_bytes", full)
     with pytest.raises(sess.SessionError, match="No space left on device"):
         run.save()
     run.close()

@@ -1,29 +1,17 @@
-"""Sessions on disk: TOML state plus .npy tensors, written atomically, read without pickle.
+"""The session format: the Session dataclass, file names and limits, session.toml, and the loader.
 
-Layout of a session directory (docs/SESSION_FORMAT.md is the full specification):
-    session.toml              metadata, parameters, change history, checkpoint sha256, [files] sha256s
-    lane-a/, lane-b/          image, param, best, best_loss, opt_*, rng, history, evals (.npy), final.png
-                              optional: probes.npy float32 (R,L,6), probe_steps.npy int64 (R,) (probes.py)
-    frames/lane-X.npy         uint8 (N,S,S,3) trajectory, frames/lane-X-steps.npy int64 (N,)
-    .pending/                 a save in progress (journal); .lock  the single-writer lock
-
-A save writes every file into .pending/, fsyncs, marks it COMPLETE, then renames each file into
-place. A crash before COMPLETE leaves the previous save untouched; a crash after it is rolled
-forward by the next writer, and readers prefer the pending copy meanwhile. Loading validates
-everything (no pickle, header checked before data, sha256 of each .npy against [files]) and
-changes nothing on disk, so a refused session is left byte-identical.
+Loading validates everything (session.toml, the [files] sha256 of each .npy, every lane array's
+dtype, shape and values) and changes nothing on disk, so a refused session is left
+byte-identical. While a save is interrupted after its journal was marked COMPLETE, readers take
+the pending copies (docs/SESSION_FORMAT.md is the full specification).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import errno
-import fcntl
 import hashlib
-import io
 import math
 import os
-import shutil
 import stat
 import time
 import tomllib
@@ -31,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import numpy.lib.format as npformat
 import tomli_w
 
 from clipterm import __version__
 from clipterm.engine import EVAL_COLUMNS, HISTORY_COLUMNS, LANES
 from clipterm.errors import SessionError
 from clipterm.presets import LaneParams, ParamError, from_dict
+from clipterm.session.npy import MAX_NPY_BYTES, one_line, parse_npy, read_regular
 
 FORMAT_VERSION = 1
 TOML_NAME = "session.toml"
@@ -45,7 +33,6 @@ PENDING = ".pending"
 COMPLETE = "COMPLETE"
 LOCK = ".lock"
 MAX_STEPS = 10_000_000
-MAX_NPY_BYTES = 2 << 30
 MAX_TOML_BYTES = 4 << 20
 MAX_JOURNAL_BYTES = 64 << 10
 FRAME_SIZE = 64
@@ -99,7 +86,6 @@ class Session:
     summary: dict = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- writing
 def known_files() -> set[str]:
     """Every path (relative to the session) a save may write; journals and [files] may name only these."""
     names = {TOML_NAME}
@@ -110,39 +96,9 @@ def known_files() -> set[str]:
     return names
 
 
-def _flat(rel: str) -> str:
+def pending_name(rel: str) -> str:
     """A journal holds every file flat in .pending/ ('lane-a/image.npy' -> 'lane-a__image.npy')."""
     return rel.replace("/", "__")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _npy_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr if arr.flags.c_contiguous else np.ascontiguousarray(arr), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _png_bytes(canvas: np.ndarray) -> bytes:
-    from PIL import Image
-
-    arr = (np.clip(canvas, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def render_toml(s: Session, hashes: dict[str, str] | None = None) -> bytes:
@@ -173,266 +129,9 @@ def render_toml(s: Session, hashes: dict[str, str] | None = None) -> bytes:
     return tomli_w.dumps(doc).encode()
 
 
-def save(s: Session) -> None:
-    """Write the whole session atomically (journal in .pending/, then rename into place).
-
-    Disk errors become a SessionError: the previous save is still complete then, and the caller
-    decides whether to go on.
-    """
-    try:
-        _save(s)
-    except OSError as e:
-        raise SessionError(f"{e.filename or s.path}: cannot save the session ({e.strerror or e})") from None
-
-
-def _save(s: Session) -> None:
-    root = s.path
-    root.mkdir(parents=True, exist_ok=True)
-    _roll_forward(root)  # an interrupted save is finished (or dropped), never deleted half-moved
-    pending = root / PENDING
-    pending.mkdir()
-    files: dict[str, bytes] = {}
-    for lane, arrays in s.arrays.items():
-        d = lane_dir_name(lane)
-        for key in LANE_ARRAYS:
-            files[f"{d}/{key}.npy"] = _npy_bytes(arrays[key])
-        files[f"{d}/final.png"] = _png_bytes(arrays["image"])
-        for key in OPTIONAL_LANE_ARRAYS:
-            if key in arrays:
-                files[f"{d}/{key}.npy"] = _npy_bytes(arrays[key])
-    for lane, (frames, steps) in s.frames.items():
-        files[f"frames/{lane_dir_name(lane)}.npy"] = _npy_bytes(frames.astype(np.uint8))
-        files[f"frames/{lane_dir_name(lane)}-steps.npy"] = _npy_bytes(steps.astype(np.int64))
-    hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items() if rel.endswith(".npy")}
-    s.updated = now()
-    files[TOML_NAME] = render_toml(s, hashes)  # last: renamed into place after every file it vouches for
-    for rel, data in files.items():
-        _write_bytes(pending / _flat(rel), data)
-    _fsync_dir(pending)
-    _write_bytes(pending / COMPLETE, "\n".join(files).encode())
-    _fsync_dir(pending)
-    _roll_forward(root)
-
-
-def _roll_forward(root: Path) -> None:
-    """Move a COMPLETE journal into place; drop an incomplete one (the previous save stands).
-
-    Called by the lock holder only, after the session was validated; still it moves nothing but
-    regular files with known names into real directories of the session.
-    """
-    pending = root / PENDING
-    try:
-        st = os.lstat(pending)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):  # a stray file or symlink: remove the entry, never its target
-        os.unlink(pending)
-        _fsync_dir(root)
-        return
-    marker = pending / COMPLETE
-    if not _is_regular(marker):
-        shutil.rmtree(pending)
-        _fsync_dir(root)
-        return
-    known = known_files()
-    names = [n for n in marker.read_text(encoding="utf-8", errors="replace").splitlines() if n in known]
-    dirs = {root}
-    for rel in names:
-        src = pending / _flat(rel)
-        if not _is_regular(src):
-            continue  # already moved before a crash
-        dst = root / rel
-        if dst.parent != root:
-            if os.path.islink(dst.parent):
-                raise SessionError(f"{dst.parent}: is a symlink; refusing to write through it")
-            dst.parent.mkdir(exist_ok=True)
-        dirs.add(dst.parent)
-        os.replace(src, dst)
-    for d in dirs:
-        _fsync_dir(d)
-    marker.unlink()
-    shutil.rmtree(pending, ignore_errors=True)
-    _fsync_dir(root)
-
-
-# --------------------------------------------------------------------------- locking
-def lock_holder(root: Path) -> str | None:
-    """The pid holding the session's write lock, or None; creates and changes nothing.
-
-    Checked before a session is validated, so a reader racing a live writer reports "already
-    open" instead of a half-renamed save as damage.
-    """
-    try:
-        fd = os.open(root / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None  # absent, a symlink, unreadable: acquire() reports what is wrong with it
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return os.read(fd, 32).decode("ascii", errors="replace").strip() or "unknown"
-        except OSError:
-            return None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-class SessionLock:
-    """One writer per session: an flock on .lock (released by the kernel if the holder dies)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.fd: int | None = None
-
-    def acquire(self) -> SessionLock:
-        """Take the lock (a dead holder's lock is free again) and finish any interrupted save."""
-        path = self.root / LOCK
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise SessionError(f"{path}: is a symlink; refusing to use it as a lock") from None
-            raise SessionError(f"{path}: cannot open the session lock ({e.strerror})") from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise SessionError(f"{path}: not a regular file; refusing to use it as a lock")
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 32).decode("ascii", errors="replace").strip() or "unknown"
-                raise SessionError(
-                    f"{self.root}: session is already open in another clipterm process "
-                    f"(pid {holder}); close that one first"
-                ) from None
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd = fd
-        try:
-            _roll_forward(self.root)
-        except OSError as e:
-            self.release()
-            raise SessionError(f"{e.filename or self.root}: cannot finish an interrupted save ({e.strerror})") from None
-        except BaseException:
-            self.release()
-            raise
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self) -> SessionLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-# --------------------------------------------------------------------------- reading
 def is_session(path: Path) -> bool:
     """Whether `path` claims to be a session (then it is loaded and validated, never overwritten)."""
     return os.path.lexists(path / TOML_NAME) or os.path.lexists(path / PENDING / COMPLETE)
-
-
-def _is_regular(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _one_line(text: str, limit: int = 160) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[:limit] + "…"
-
-
-def _check_regular(path: Path, root: Path) -> None:
-    """`path` is a regular file reached through real directories inside `root` (no symlinks anywhere)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise SessionError(f"{path}: missing") from None
-    except OSError as e:
-        raise SessionError(f"{path}: unreadable ({e.strerror})") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise SessionError(f"{path}: is a symlink; session files must be regular files")
-    if not stat.S_ISREG(st.st_mode):
-        raise SessionError(f"{path}: not a regular file")
-    parent = path.parent
-    while parent != root and root in parent.parents:
-        if os.path.islink(parent):
-            raise SessionError(f"{parent}: is a symlink; session directories must be real directories")
-        parent = parent.parent
-    if root.resolve() not in path.resolve().parents:
-        raise SessionError(f"{path}: lies outside the session directory")
-
-
-def _read_regular(path: Path, root: Path, limit: int) -> bytes:
-    """A session file's bytes, refusing symlinks, special files and anything over `limit` bytes."""
-    _check_regular(path, root)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as e:
-        raise SessionError(f"{path}: unreadable ({e.strerror})") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise SessionError(f"{path}: not a regular file")
-        if st.st_size > limit:
-            raise SessionError(f"{path}: too large ({st.st_size} bytes, at most {limit})")
-        return f.read(limit + 1)
-
-
-def _parse_npy(data: bytes, path: Path, dtype: str) -> np.ndarray:
-    """Decode .npy bytes without pickle, checking the header against the data before using either.
-
-    The header is read first, so object arrays are refused before any payload is touched and a
-    header promising more (or fewer) bytes than the file holds is refused before any allocation.
-    """
-    if not data:
-        raise SessionError(f"{path}: empty file")
-    buf = io.BytesIO(data)
-    try:
-        version = npformat.read_magic(buf)
-        if version == (1, 0):
-            shape, fortran, dt = npformat.read_array_header_1_0(buf)
-        elif version == (2, 0):
-            shape, fortran, dt = npformat.read_array_header_2_0(buf)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
-    except Exception as e:  # truncated or malformed headers raise many types; none may escape
-        raise SessionError(f"{path}: not a valid .npy file ({_one_line(e, 100)})") from None
-    if dt.hasobject:
-        raise SessionError(f"{path}: holds Python objects (pickle), which clipterm never loads")
-    if dt != np.dtype(dtype):
-        raise SessionError(f"{path}: dtype {dt}, expected {dtype}")
-    if len(shape) > 8 or any(d < 0 for d in shape):
-        raise SessionError(f"{path}: invalid shape {shape}")
-    count = math.prod(shape)
-    offset = buf.tell()
-    if count * dt.itemsize != len(data) - offset:
-        what = "truncated" if count * dt.itemsize > len(data) - offset else "has trailing bytes"
-        raise SessionError(
-            f"{path}: {what}: header says {shape} ({count * dt.itemsize} bytes of data), "
-            f"file holds {len(data) - offset}"
-        )
-    if count == 0:
-        return np.zeros(shape, dt)
-    arr = np.frombuffer(data, dtype=dt, count=count, offset=offset).reshape(shape, order="F" if fortran else "C")
-    return np.array(arr, order="C")
-
-
-def _load_npy(path: Path, root: Path, dtype: str) -> np.ndarray:
-    """One .npy file, validated (no hash check: see _Files.npy for files session.toml lists)."""
-    return _parse_npy(_read_regular(path, root, MAX_NPY_BYTES), path, dtype)
 
 
 def _journal(root: Path) -> dict[str, Path] | None:
@@ -449,24 +148,16 @@ def _journal(root: Path) -> dict[str, Path] | None:
     marker = pending / COMPLETE
     if not os.path.lexists(marker):
         return None  # the save was interrupted before it was complete: the previous save stands
-    text = _read_regular(marker, root, MAX_JOURNAL_BYTES).decode("utf-8", errors="replace")
+    text = read_regular(marker, root, MAX_JOURNAL_BYTES).decode("utf-8", errors="replace")
     known = known_files()
     out: dict[str, Path] = {}
     for rel in text.splitlines():
         if rel not in known:
-            raise SessionError(f"{marker}: names {_one_line(rel, 60)!r}, which is not a session file")
-        out[rel] = pending / _flat(rel)
+            raise SessionError(f"{marker}: names {one_line(rel, 60)!r}, which is not a session file")
+        out[rel] = pending / pending_name(rel)
     if TOML_NAME not in out:
         raise SessionError(f"{marker}: does not include {TOML_NAME}")
     return out
-
-
-def _source(root: Path, rel: str) -> Path:
-    """Where a file's latest complete save lives: the pending copy if a save was interrupted."""
-    journal = _journal(root)
-    if journal is not None and rel in journal and os.path.lexists(journal[rel]):
-        return journal[rel]
-    return root / rel
 
 
 @dataclass
@@ -485,8 +176,8 @@ class _Files:
 
     def npy(self, rel: str, dtype: str) -> tuple[np.ndarray, Path]:
         path = self.path(rel)
-        data = _read_regular(path, self.root, MAX_NPY_BYTES)
-        arr = _parse_npy(data, path, dtype)
+        data = read_regular(path, self.root, MAX_NPY_BYTES)
+        arr = parse_npy(data, path, dtype)
         want = self.table.get(rel)
         if want is not None and hashlib.sha256(data).hexdigest() != want:
             raise SessionError(
@@ -513,11 +204,11 @@ def _toml_doc(files: _Files) -> tuple[dict, Path]:
     path = files.path(TOML_NAME)
     if not os.path.lexists(path):
         raise SessionError(f"{root}: not a clipterm session (no {TOML_NAME})")
-    data = _read_regular(path, root, MAX_TOML_BYTES)
+    data = read_regular(path, root, MAX_TOML_BYTES)
     try:
         return tomllib.loads(data.decode("utf-8")), path
     except tomllib.TOMLDecodeError as e:
-        raise SessionError(f"{path}: TOML syntax error: {_one_line(e)}") from None
+        raise SessionError(f"{path}: TOML syntax error: {one_line(e)}") from None
     except UnicodeDecodeError:
         raise SessionError(f"{path}: not UTF-8 text") from None
 
@@ -641,7 +332,7 @@ def _check_model(model: dict, where: str) -> None:
     if "sha256" in model:
         sha = _req(model, "sha256", str, where)
         if not _is_sha256(sha):
-            raise SessionError(f"{where}: 'sha256' must be 64 hex digits, got {_one_line(sha, 70)!r}")
+            raise SessionError(f"{where}: 'sha256' must be 64 hex digits, got {one_line(sha, 70)!r}")
     if "image_size" in model:
         size = _req(model, "image_size", int, where)
         if not 8 <= size <= 4096:
@@ -659,23 +350,21 @@ def _lane_table(root: Path, raw: dict, name: str, where: str) -> tuple[LaneParam
     d = table.pop("dir", expected)
     if not isinstance(d, str) or d != expected:
         if isinstance(d, str) and root.resolve() not in (root / d).resolve().parents:
-            raise SessionError(f"{where}: lane {name} dir {_one_line(d, 80)!r} points outside the session directory")
-        raise SessionError(f"{where}: lane {name} dir must be {expected!r}, got {_one_line(repr(d), 80)}")
+            raise SessionError(f"{where}: lane {name} dir {one_line(d, 80)!r} points outside the session directory")
+        raise SessionError(f"{where}: lane {name} dir must be {expected!r}, got {one_line(repr(d), 80)}")
     summary = {}
     for key in SUMMARY_KEYS:
         if key in table:
             v = table.pop(key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise SessionError(
-                    f"{where}: lane {name} '{key}' must be a finite number, got {_one_line(repr(v), 40)}"
-                )
+                raise SessionError(f"{where}: lane {name} '{key}' must be a finite number, got {one_line(repr(v), 40)}")
             summary[key] = float(v)
     if not isinstance(table.get("preset"), str):
         raise SessionError(f"{where}: lane {name} 'preset' must be a string naming a preset")
     try:
         return from_dict(table), summary
     except ParamError as e:
-        raise SessionError(f"{where}: lane {name}: {_one_line(e)}") from None
+        raise SessionError(f"{where}: lane {name}: {one_line(e)}") from None
 
 
 def _check_changes(changes: object, steps: int, where: str) -> list[dict]:
@@ -699,7 +388,7 @@ def _check_files_table(table: dict, lanes: dict, where: str) -> dict[str, str]:
     known = known_files()
     for rel, sha in table.items():
         if rel not in known or not rel.endswith(".npy"):
-            raise SessionError(f"{where}: [files] names {_one_line(rel, 60)!r}, which is not a session file")
+            raise SessionError(f"{where}: [files] names {one_line(rel, 60)!r}, which is not a session file")
         if not _is_sha256(sha):
             raise SessionError(f"{where}: [files] '{rel}' must be a sha256 (64 hex digits)")
     for lane in LANES:
