@@ -148,7 +148,7 @@ class _Models:
 
 def open_session(path: Path, prompt: str, args: argparse.Namespace, models: _Models):
     """Create the prompt's session, or resume it (it must hold the same prompt)."""
-    from clipterm.cli import apply_resume_flags, lane_params_from_args
+    from clipterm.launch import apply_resume_flags, lane_params_from_args
     from clipterm.probes import configure
     from clipterm.runner import Autosave, Run, check_fits
 
@@ -279,7 +279,7 @@ def write_summary(outdir: Path, results: list[LaneResult], judge_name: str) -> t
 
 def run_batch(args: argparse.Namespace, log=_err) -> int:
     """The `run --prompts-file` command: every prompt to --steps, then the summary table."""
-    from clipterm.cli import _Progress
+    from clipterm.launch import Progress
     from clipterm.models import load_model
 
     if args.prompt is not None:
@@ -313,7 +313,7 @@ def run_batch(args: argparse.Namespace, log=_err) -> int:
             try:
                 if not args.quiet:
                     log(f"[{k}/{len(prompts)}] {prompt!r} -> {path} (step {run.steps})")
-                progress = _Progress(args.steps, run.steps, args.quiet)
+                progress = Progress(args.steps, run.steps, args.quiet)
                 while run.steps < args.steps and not stop["sig"]:
                     run.step()
                     if run.steps % 10 == 0 or run.steps == args.steps:

@@ -9,16 +9,11 @@ import argparse
 import json
 import signal
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from clipterm import __version__
-from clipterm.errors import ClipTermError, SessionError
-
-if TYPE_CHECKING:  # the CLI imports its heavy modules lazily, only where a command needs them
-    from clipterm.runner import Run
-    from clipterm.session import Session
+from clipterm.errors import ClipTermError, err
+from clipterm.launch import PARAM_FLAGS, Progress, open_run
 
 SUBCOMMANDS = ("run", "info", "judge", "train-shapes", "score", "export", "analyze")
 EXIT_BAD_INPUT = 2
@@ -50,21 +45,6 @@ def _seed(text: str) -> int:
     if not 0 <= v < 2**63:
         raise argparse.ArgumentTypeError(f"seed must be within 0..2^63-1, got {v}")
     return v
-
-
-PARAM_FLAGS = {  # flag -> LaneParams field
-    "lr": "lr",
-    "views": "views",
-    "tv_weight": "tv_weight",
-    "memory_weight": "memory_weight",
-    "temperature": "temperature",
-    "weight_decay": "weight_decay",
-    "degrees": "degrees",
-    "translate": "translate",
-    "scale_min": "scale_min",
-    "scale_max": "scale_max",
-    "flip_p": "flip_p",
-}
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -223,206 +203,6 @@ def build_app_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------- run
-def _err(msg: str) -> None:
-    sys.stderr.write(f"clipterm: {msg}\n")
-
-
-def lane_params_from_args(args: argparse.Namespace, base: dict | None = None) -> dict:
-    """Lane presets for a new session from --lanes/--mode-*, then the parameter flags applied."""
-    from clipterm.presets import preset, with_value
-
-    names = args.lanes or "ab"
-    lanes = {}
-    for lane in names:
-        mode = getattr(args, f"mode_{lane}") or ("unconstrained" if lane == "a" else "constrained")
-        lanes[lane] = preset(mode)
-    for flag, field in PARAM_FLAGS.items():
-        value = getattr(args, flag)
-        if value is None:
-            continue
-        for lane in args.apply_to:
-            if lane in lanes:
-                lanes[lane] = with_value(lanes[lane], field, value)
-    return lanes
-
-
-def open_run(args: argparse.Namespace, path: Path, log=_err) -> Run:
-    """Create or resume the session at `path` as the flags ask; returns a Run holding its lock.
-
-    An existing session is checked completely (lock, files, model, flags) before anything in it is
-    touched, so a refused session is left byte-identical; only then is the lock taken.
-    """
-    from clipterm import session as sess
-    from clipterm.models import load_default, load_model
-    from clipterm.runner import Autosave, Run, check_fits, checkpoint_mismatch, load_recorded_model, same_model
-
-    if args.autosave_seconds < 0 or args.autosave_seconds != args.autosave_seconds:
-        raise ClipTermError("--autosave-seconds must be >= 0")
-    if args.raw_every < 1:
-        raise ClipTermError("--raw-every must be >= 1")
-    autosave = Autosave(args.autosave_steps, args.autosave_seconds)
-    if sess.is_session(path):
-        holder = sess.lock_holder(path)
-        if holder is not None:
-            raise SessionError(
-                f"{path}: session is already open in another clipterm process (pid {holder}); close that one first"
-            )
-        s = sess.load(path)
-        _check_resume_flags(s, args)
-        model = args.model or (s.model["name"] if args.pretrained else None)
-        if model and not same_model(s.model, model, args.pretrained):
-            if not args.retarget:
-                raise SessionError(
-                    f"{path}: made with {s.model['name']}/{s.model['pretrained']}, not "
-                    f"{model}{'/' + args.pretrained if args.pretrained else ''}; pass --retarget "
-                    f"to continue it on the new model"
-                )
-            bundle = load_model(model, args.pretrained, args.device)
-            run = Run.retarget(path, bundle, autosave=autosave)
-            log(f"retargeted {path} from {s.model['name']} to {bundle.name}")
-        else:
-            bundle = load_recorded_model(s.model, args.device)
-            why = checkpoint_mismatch(s.model, bundle)
-            if why and not args.retarget:
-                raise SessionError(why)
-            if why:
-                run = Run.retarget(path, bundle, autosave=autosave)
-                log(f"retargeted {path} to the changed weights of {bundle.name}")
-            else:
-                check_fits(s, bundle)
-                run = Run.resume(path, bundle, autosave)
-        log(f"resumed {path} at step {run.steps} on {bundle.name} ({bundle.device})")
-        try:
-            apply_resume_flags(run, args)
-            run.engine.configure(args.precision, args.compile, args.raw_every)
-        except BaseException:
-            run.close()
-            raise
-        return run
-    if args.prompt is None:
-        raise ClipTermError("--prompt is required for a new session")
-    lanes = lane_params_from_args(args)
-    if args.model:
-        bundle = load_model(args.model, args.pretrained, args.device)
-    else:
-        bundle, note = load_default(args.device)
-        if note:
-            log(note)
-    run = Run.create(
-        path,
-        bundle,
-        args.prompt,
-        lanes,
-        seed=args.seed or 0,
-        eval_every=50 if args.eval_every is None else args.eval_every,
-        frame_every=args.frame_every or 10,
-        autosave=autosave,
-    )
-    run.engine.configure(args.precision, args.compile, args.raw_every)
-    for w in run.engine.warnings:
-        log(f"warning: {w}")
-    log(f"new session {path} on {bundle.name} ({bundle.device}), lanes {','.join(lanes)}")
-    return run
-
-
-def _check_resume_flags(s: Session, args: argparse.Namespace) -> None:
-    """Refuse resume flags that cannot apply, before the session is locked or anything is written.
-
-    A session's seed and lanes are fixed when it is made; every other flag is validated here the
-    way apply_resume_flags will apply it (prompt, presets, then parameters on top).
-    """
-    from clipterm.presets import preset, with_value
-    from clipterm.prompts import parse_prompt
-
-    if args.seed is not None and args.seed != s.seed:
-        raise SessionError(
-            f"{s.path}: --seed {args.seed} differs from the session's seed {s.seed}; a session's "
-            f"seed is fixed when it is made"
-        )
-    if args.lanes is not None and set(args.lanes) != set(s.lanes):
-        raise SessionError(
-            f"{s.path}: --lanes {args.lanes} differs from the session's lanes "
-            f"{''.join(s.lanes)}; a session's lanes are fixed when it is made"
-        )
-    if args.prompt is not None:
-        parse_prompt(args.prompt)
-    for lane, params in s.lanes.items():
-        mode = getattr(args, f"mode_{lane}", None)
-        p = preset(mode) if mode and mode != params.preset else params
-        for flag, field in PARAM_FLAGS.items():
-            value = getattr(args, flag, None)
-            if value is not None and lane in args.apply_to:
-                p = with_value(p, field, value)
-
-
-def apply_resume_flags(run: Run, args: argparse.Namespace) -> None:
-    """Flags given at resume change the live run and are recorded in the session's history.
-
-    A flag equal to the current value changes and records nothing, so repeating the command that
-    made a session resumes it exactly.
-    """
-    from clipterm.presets import with_value
-
-    e = run.engine
-    if args.prompt is not None and args.prompt != e.prompt:
-        e.set_prompt(args.prompt)
-    for lane in e.lanes:
-        mode = getattr(args, f"mode_{lane}", None)
-        if mode and mode != e.lanes[lane].params.preset:
-            e.set_preset(lane, mode)
-    for flag, field in PARAM_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is None:
-            continue
-        for lane in args.apply_to:
-            if lane in e.lanes:
-                current = e.lanes[lane].params
-                if getattr(with_value(current, field, value), field) != getattr(current, field):
-                    e.set_param(lane, field, value)
-    if args.eval_every is not None and args.eval_every != e.eval_every:
-        e.changes.append(
-            {"step": e.step_count, "lane": "*", "key": "eval_every", "old": e.eval_every, "new": args.eval_every}
-        )
-        e.eval_every = args.eval_every
-    frame_every = None if args.frame_every is None else args.frame_every or 10  # 0 means the default, as at creation
-    if frame_every is not None and frame_every != run.frame_every:
-        e.changes.append(
-            {"step": e.step_count, "lane": "*", "key": "frame_every", "old": run.frame_every, "new": frame_every}
-        )
-        run.frame_every = frame_every
-
-
-class _Progress:
-    """A one-line progress bar on a terminal; plain lines every ~10 % otherwise."""
-
-    def __init__(self, total: int, start: int, quiet: bool) -> None:
-        self.total, self.start, self.quiet = total, start, quiet
-        self.tty = sys.stderr.isatty()
-        self.t0 = time.monotonic()
-        self.last_line = 0.0
-        self.next_mark = start
-
-    def update(self, step: int, sims: dict[str, float]) -> None:
-        if self.quiet:
-            return
-        rate = (step - self.start) / max(1e-9, time.monotonic() - self.t0)
-        sim = "  ".join(f"{k.upper()} {v:.3f}" for k, v in sims.items())
-        frac = step / max(1, self.total)
-        if self.tty:
-            now = time.monotonic()
-            if now - self.last_line < 0.1 and step < self.total:
-                return
-            self.last_line = now
-            bar = "#" * int(frac * 30)
-            sys.stderr.write(f"\r[{bar:<30}] {step}/{self.total}  {rate:6.1f} steps/s  {sim}   ")
-            if step >= self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-        elif step >= self.next_mark or step >= self.total:
-            sys.stderr.write(f"step {step}/{self.total}  {rate:.1f} steps/s  {sim}\n")
-            self.next_mark = step + max(1, self.total // 10)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Run headless to --steps total; SIGINT, SIGTERM and SIGHUP save and exit (128 + signal).
 
@@ -440,7 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def say(msg: str) -> None:
         try:
-            _err(msg)
+            err(msg)
         except OSError:
             pass  # stderr is gone (SSH dropped); the session on disk is what matters
 
@@ -456,7 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if run.dirty():
                 run.save()
             return 0
-        progress = _Progress(args.steps, run.steps, args.quiet)
+        progress = Progress(args.steps, run.steps, args.quiet)
         while run.steps < args.steps and not stop["sig"]:
             run.step()
             if run.steps % 10 == 0 or run.steps == args.steps:
@@ -540,7 +320,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from clipterm.score import score_images
 
     table = score_images(
-        args.images, args.prompt, args.models or ["shapes-a", "shapes-b"], args.device, baseline=args.baseline, log=_err
+        args.images, args.prompt, args.models or ["shapes-a", "shapes-b"], args.device, baseline=args.baseline, log=err
     )
     print(json.dumps(table.to_dict(), indent=2) if args.json else table.render())
     return 0
@@ -557,7 +337,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from clipterm.analysis import analyze
 
-    for path in analyze(args.session, args.out, log=_err):
+    for path in analyze(args.session, args.out, log=err):
         print(path)
     return 0
 
@@ -606,10 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         return handler[args.command](args)
     except ClipTermError as e:
-        _err(f"error: {e}")
+        err(f"error: {e}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        _err("interrupted")
+        err("interrupted")
         return 130
     except BrokenPipeError:
         return 0

@@ -1,5 +1,7 @@
 """User-facing errors: each carries one line that the CLI prints before exiting with code 2."""
 
+import sys
+
 
 class ClipTermError(Exception):
     """An expected failure caused by input or environment, reported without a traceback."""
@@ -11,3 +13,8 @@ class ModelUnavailable(ClipTermError):
 
 class SessionError(ClipTermError):
     """A session directory or one of its files is missing, damaged, hostile or locked."""
+
+
+def err(msg: str) -> None:
+    """One `clipterm: ...` line on stderr: how the command line reports progress, warnings and refusals."""
+    sys.stderr.write(f"clipterm: {msg}\n")

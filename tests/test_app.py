@@ -596,7 +596,7 @@ def test_frames_are_throttled_to_fps(tmp_path, shapes_a):
     import threading
 
     from clipterm.app.controller import Controller, SnapshotReady
-    from clipterm.cli import open_run
+    from clipterm.launch import open_run
 
     args = build_app_parser().parse_args(
         [

@@ -60,8 +60,8 @@ def build_app(args: argparse.Namespace, log_stream=None):
     from clipterm import session as sess
     from clipterm.app.controller import read_ui_state
     from clipterm.app.ui import ClipTermApp
-    from clipterm.cli import open_run
     from clipterm.errors import ClipTermError
+    from clipterm.launch import open_run
 
     if args.fps is None or not 0 < args.fps <= 60:
         raise ClipTermError("--fps must be within (0, 60]")
