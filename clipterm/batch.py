@@ -13,22 +13,19 @@ import argparse
 import csv
 import io
 import os
-import re
 import signal
-import sys
-import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from clipterm import session as sess
-from clipterm.errors import ClipTermError, SessionError
+from clipterm.errors import ClipTermError, SessionError, err
 from clipterm.judge import DEFAULT_JUDGE, Judge, read_image
 from clipterm.models import ModelBundle
-from clipterm.prompts import PromptError, parse_prompt
+from clipterm.prompts import PromptError, parse_prompt, slugify
 
-SLUG_MAX = 48
 SUMMARY_COLUMNS = (
     "prompt",
     "session",
@@ -43,10 +40,6 @@ SUMMARY_COLUMNS = (
     "judge_candidates",
     "judge_top",
 )
-
-
-def _err(msg: str) -> None:
-    sys.stderr.write(f"clipterm: {msg}\n")
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -73,13 +66,6 @@ def read_prompts(path: Path) -> list[str]:
     if not prompts:
         raise ClipTermError(f"{p}: has no prompts (one per line; blank lines and #comments are ignored)")
     return prompts
-
-
-def slugify(text: str, max_len: int = SLUG_MAX) -> str:
-    """A directory name for a prompt: lowercase ASCII words joined by '-' ('prompt' if nothing is left)."""
-    s = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
-    s = re.sub(r"[^a-z0-9]+", "-", s).strip("-")[:max_len].strip("-")
-    return s or "prompt"
 
 
 def session_names(prompts: list[str]) -> list[str]:
@@ -277,7 +263,7 @@ def write_summary(outdir: Path, results: list[LaneResult], judge_name: str) -> t
     return csv_path, md_path
 
 
-def run_batch(args: argparse.Namespace, log=_err) -> int:
+def run_batch(args: argparse.Namespace, log: Callable[[str], None] = err) -> int:
     """The `run --prompts-file` command: every prompt to --steps, then the summary table."""
     from clipterm.launch import Progress
     from clipterm.models import load_model

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from clipterm.errors import ClipTermError
 
 _WEIGHT = re.compile(r"^(?P<text>.*?):\s*(?P<w>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$", re.S)
 MAX_TERMS = 16
+SLUG_MAX = 48
 
 
 class PromptError(ClipTermError):
@@ -43,3 +45,13 @@ def parse_prompt(prompt: str) -> list[PromptTerm]:
     if not any(t.weight > 0 for t in terms):
         raise PromptError("the prompt needs at least one term with a positive weight")
     return terms
+
+
+def slugify(text: str, max_len: int = SLUG_MAX, fallback: str = "prompt") -> str:
+    """A directory name for a prompt: lowercase ASCII words joined by '-' (`fallback` if nothing is left).
+
+    The one naming rule for sessions named after their prompt (the app's new sessions, batch sessions).
+    """
+    s = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    s = re.sub(r"[^a-z0-9]+", "-", s).strip("-")[:max_len].strip("-")
+    return s or fallback

@@ -142,13 +142,11 @@ class Run:
         return run
 
     @classmethod
-    def resume(
-        cls, path: Path, bundle: ModelBundle, autosave: Autosave | None = None, session: sess.Session | None = None
-    ) -> Run:
+    def resume(cls, path: Path, bundle: ModelBundle, autosave: Autosave | None = None) -> Run:
         """Reopen a saved session with `bundle` (which the caller checked is the session's model).
 
-        The session is read again under the lock (`session`, what the caller validated before
-        locking, is not used: the previous holder may have saved over it since).
+        The session is read again under the lock: the previous holder may have saved over what the
+        caller validated before locking.
         """
         path = Path(path)
         lock = sess.SessionLock(path).acquire()
@@ -173,13 +171,11 @@ class Run:
         return run
 
     @classmethod
-    def retarget(
-        cls, path: Path, bundle: ModelBundle, s: sess.Session | None = None, autosave: Autosave | None = None
-    ) -> Run:
+    def retarget(cls, path: Path, bundle: ModelBundle, autosave: Autosave | None = None) -> Run:
         """Continue a session on another model (or changed weights): canvases, history and frames carry
         over (resized if the input size differs); optimizer state and best-so-far restart.
 
-        `s` is ignored: the session is read again under the lock (kept for callers that pass it).
+        The session is read again under the lock.
         """
         import torch
 

@@ -15,7 +15,7 @@ import torch
 from sessionkit import APP_FLAGS
 
 from clipterm import session as sess
-from clipterm.app import DEFAULT_PROMPT, build_app, new_session_path, slug
+from clipterm.app import DEFAULT_PROMPT, build_app, new_session_path
 from clipterm.app.controller import read_ui_state
 from clipterm.app.ui import KEYS, ClipTermApp
 from clipterm.app.widgets import (
@@ -29,6 +29,7 @@ from clipterm.app.widgets import (
     trend_text,
 )
 from clipterm.cli import build_app_parser
+from clipterm.prompts import slugify
 
 SIZE = (160, 48)
 pytestmark = [
@@ -569,7 +570,7 @@ async def test_new_session_gets_a_readable_name_and_default_prompt(tmp_path, mon
         assert app.run_.engine.prompt == DEFAULT_PROMPT
     finally:
         app.run_.close()
-    assert slug("A Red  circle | blue:0.5") == "a-red-circle-blue-0-5"
+    assert slugify("A Red  circle | blue:0.5", max_len=40, fallback="session") == "a-red-circle-blue-0-5"
     import datetime as dt
 
     t = dt.datetime(2025, 1, 2, 3, 4, 5)

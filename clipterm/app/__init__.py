@@ -8,25 +8,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import re
 import sys
 from pathlib import Path
+
+from clipterm.prompts import slugify
 
 DEFAULT_PROMPT = "a red circle on a black background"
 SESSIONS_DIR = Path("sessions")
 RENDERERS = ("auto", "kitty", "sixel", "halfcell", "unicode")
 
 
-def slug(text: str, limit: int = 40) -> str:
-    """Lowercase words joined by '-', for readable session names."""
-    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return s[:limit].rstrip("-") or "session"
-
-
 def new_session_path(prompt: str, root: Path = SESSIONS_DIR, now: _dt.datetime | None = None) -> Path:
     """sessions/YYYYMMDD-HHMMSS-prompt-slug, with -2, -3... if that name is taken."""
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    base = root / f"{stamp}-{slug(prompt)}"
+    base = root / f"{stamp}-{slugify(prompt, max_len=40, fallback='session')}"
     path, n = base, 2
     while path.exists():
         path = base.with_name(f"{base.name}-{n}")

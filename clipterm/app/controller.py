@@ -389,7 +389,7 @@ class Controller:
     def _cmd_set_param(self, lane: str, key: str, value: object) -> None:
         old = getattr(self.run.engine.lane(lane).params, key)
         new = getattr(self.run.engine.set_param(lane, key, value), key)
-        self.log(f"lane {lane.upper()}: {key} {_fmt(old)} → {_fmt(new)}")
+        self.log(f"lane {lane.upper()}: {key} {fmt_value(old)} → {fmt_value(new)}")
 
     def _cmd_set_preset(self, lane: str, name: str) -> None:
         old = self.run.engine.lane(lane).params.preset
@@ -507,7 +507,8 @@ class Controller:
             self.log(f"could not remember the view: {e}", "warning")
 
 
-def _fmt(v: object) -> str:
+def fmt_value(v: object) -> str:
+    """A parameter value as the Parameters pane and the log show it (bools as on/off, floats as %g)."""
     if isinstance(v, bool):
         return "on" if v else "off"
     if isinstance(v, float):

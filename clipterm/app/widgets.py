@@ -16,19 +16,11 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Label, Sparkline, Static
 
-from clipterm.app.controller import LaneView, Snapshot
+from clipterm.app.controller import LaneView, Snapshot, fmt_value
 from clipterm.app.render import keep_recent
 from clipterm.presets import EDITABLE, PRESETS, LaneParams
 
 PARAM_ROWS = ("preset",) + tuple(EDITABLE)
-
-
-def fmt_value(v: object) -> str:
-    if isinstance(v, bool):
-        return "on" if v else "off"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
 
 
 def fmt_sim(v: float | None, digits: int = 4) -> str:
