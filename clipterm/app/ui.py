@@ -95,57 +95,6 @@ EXTRA_HELP = (
     ("ctrl+p", 'command palette: every action above, themes ("Theme: …"), keys'),
 )
 
-CSS = """
-Screen { layout: vertical; }
-#status { dock: top; height: 1; background: $panel; color: $foreground; padding: 0 1; }
-#body { height: 1fr; }
-#frames { width: 1fr; }
-.frame { width: 1fr; height: 1fr; border: round $primary 60%; border-title-color: $foreground;
-         align: center middle; }
-.frame.-active { border: round $accent; border-title-color: $accent; border-title-style: bold; }
-.frame Widget { width: auto; height: auto; }
-.-single #frame-1 { display: none; }
-#side { width: 1fr; max-width: 90; }
-#body.-split #frames { width: 3fr; }
-#body.-split #side { width: 2fr; }
-#prompt-pane, #params, #similarity, #log { border: round $primary 60%; border-title-color: $foreground; }
-#prompt-pane:focus-within, #params:focus-within { border: round $accent; border-title-color: $accent; }
-#prompt-pane { height: auto; }
-#prompt-error { color: $error; display: none; }
-#prompt-input.-refused { color: $error; }
-#params { height: 1fr; }
-#param-table { height: 1fr; overflow-x: hidden; scrollbar-size-vertical: 1; }
-#param-edit-row { height: 1; display: none; }
-#params.-editing #param-edit-row { display: block; }
-#param-edit-label { width: auto; color: $accent; }
-#param-editor { width: 1fr; }
-#param-editor.-refused { color: $error; }
-#param-error { color: $error; display: none; height: auto; }
-#similarity { height: auto; }
-.lane-sim { height: auto; }
-.spark-row { height: 2; }
-.-small .spark-row { height: 1; }
-.spark-label { width: 2; color: $foreground 60%; }
-.lane-sim.-active .spark-label { color: $accent; text-style: bold; }
-.lane-sim Sparkline { width: 1fr; height: 100%; }
-.lane-sim Sparkline > .sparkline--max-color { color: $primary 70%; }
-.lane-sim Sparkline > .sparkline--min-color { color: $primary 20%; }
-.lane-sim.-active Sparkline > .sparkline--max-color { color: $accent; }
-.lane-sim.-active Sparkline > .sparkline--min-color { color: $accent 30%; }
-.numbers { height: auto; color: $foreground 70%; }
-.lane-sim.-active .numbers { color: $foreground; }
-#layers { height: auto; max-height: 50%; border: round $primary 60%; border-title-color: $foreground;
-          border-subtitle-color: $foreground 60%; }
-#layer-table { height: auto; scrollbar-size-vertical: 1; }
-#log { height: 9; scrollbar-size-vertical: 1; overflow-x: hidden; }
-.-small #log { height: 5; }
-HelpScreen { align: center middle; }
-#help-box { width: 100; max-width: 95%; height: auto; max-height: 90%; border: round $accent;
-            background: $surface; padding: 0 1; }
-#help-table { height: auto; max-height: 30; }
-#help-hint { color: $foreground 60%; }
-"""
-
 
 def frame_title(lane: str, preset: str, step: int, sim: float | None, width: int, extra: str = "") -> str:
     """Lane, preset, step and similarity, shortened step by step until it fits the frame's border."""
@@ -164,7 +113,7 @@ def frame_title(lane: str, preset: str, step: int, sim: float | None, width: int
 class ClipTermApp(App[int]):
     """Prompt, Parameters, Frame, Similarity and Log panes over one live Run."""
 
-    CSS = CSS
+    CSS_PATH = "ui.tcss"  # beside this module; shipped as package data (pyproject.toml)
     TITLE = "clipterm"
     BINDINGS = [
         Binding(
