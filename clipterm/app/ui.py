@@ -32,10 +32,9 @@ from clipterm.app.widgets import (
     FrameView,
     HelpScreen,
     LayersPane,
-    ParamEditor,
     ParamsPane,
     ParamTable,
-    PromptInput,
+    PromptPane,
     SimilarityPane,
     fmt_sim,
     set_line,
@@ -178,14 +177,7 @@ class ClipTermApp(App[int]):
                 for slot in range(len(self.lanes)):
                     yield FrameView(slot, self.image_cls)
             with Vertical(id="side"):
-                with Vertical(id="prompt-pane"):
-                    yield PromptInput(
-                        self._first_prompt,
-                        id="prompt-input",
-                        compact=True,
-                        placeholder="a prompt; terms joined by | each with optional :weight",
-                    )
-                    yield Static("", id="prompt-error")
+                yield PromptPane(self._first_prompt)
                 yield ParamsPane()
                 yield SimilarityPane(self.lanes)
                 yield LayersPane()
@@ -193,7 +185,6 @@ class ClipTermApp(App[int]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#prompt-pane").border_title = "Prompt"
         self.query_one("#log", RichLog).border_title = "Log"
         for line in self.startup_log:
             self._log(self.start_step, line)
@@ -206,7 +197,6 @@ class ClipTermApp(App[int]):
         self.controller.submit("set_theme", self.theme)
         self._small(self.size.height)
         self.query_one(ParamTable).focus()
-        self.query_one(PromptInput).cursor_position = 0  # show the start of a long prompt
         worker = self.run_worker(self.controller.loop, thread=True, name="engine", group="engine", exit_on_error=False)
         self.controller.cancelled = lambda: worker.is_cancelled
         if not self.is_headless:
@@ -278,7 +268,7 @@ class ClipTermApp(App[int]):
             elif message.error:
                 self._log(self._step(), f"refused: {message.error}", "error")
         elif message.kind == "set_prompt" and message.error:
-            self._prompt_error(message.error)
+            self.query_one(PromptPane).set_error(message.error)
 
     def on_worker_stopped(self, _message: WorkerStopped) -> None:
         if not self._quitting and self.is_running:
@@ -328,11 +318,7 @@ class ClipTermApp(App[int]):
         sim.show(snap, self.active, wide=sim.size.width >= 78)
         if self.layers:
             self.query_one(LayersPane).show(self.active, snap.lanes.get(self.active))
-        prompt = self.query_one(PromptInput)
-        # a refused edit stays in the field with its reason until it is fixed (not Textual's own
-        # "-invalid" class: Input clears that on blur, and the next snapshot would overwrite the text)
-        if not prompt.has_focus and prompt.value != snap.prompt and not prompt.has_class("-refused"):
-            prompt.value = snap.prompt
+        self.query_one(PromptPane).show(snap.prompt)
         self._draw_status()
 
     def _slot_lanes(self) -> tuple[str, ...]:
@@ -494,7 +480,7 @@ class ClipTermApp(App[int]):
         self._draw_status()
 
     def action_focus_prompt(self) -> None:
-        self.screen.set_focus(self.query_one(PromptInput))  # at once: the next typed key is text
+        self.query_one(PromptPane).focus_input()
 
     def action_help(self) -> None:
         rows = []
@@ -524,9 +510,7 @@ class ClipTermApp(App[int]):
         """Open the editor on the Parameters row under the cursor. Bound at app level (like the plain
         keys) so the editor has the focus before the next key is routed: a value typed or pasted right
         after enter lands in the field instead of firing '.' (step), 't' (lane) or 'q' (quit)."""
-        table = self.query_one(ParamTable)
-        row = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        self.query_one(ParamsPane).open_editor(str(row), self.active)
+        self.query_one(ParamsPane).edit_cursor_row(self.active)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """A mouse click on a row edits it, as enter does."""
@@ -534,40 +518,25 @@ class ClipTermApp(App[int]):
             return
         self.query_one(ParamsPane).open_editor(str(event.row_key.value), self.active)
 
-    def on_input_submitted(self, event: FieldInput.Submitted) -> None:
-        if isinstance(event.input, PromptInput):
-            self._apply_prompt(event.value)
-        elif isinstance(event.input, ParamEditor):
-            self._apply_param(event.value)
+    def on_field_input_left(self, _event: FieldInput.Left) -> None:
+        """Escape in the prompt field (the Parameters editor handles its own): back to the table."""
+        self.query_one(ParamsPane).focus_table()
 
-    def on_field_input_left(self, event: FieldInput.Left) -> None:
-        pane = self.query_one(ParamsPane)
-        if isinstance(event.field, ParamEditor):
-            pane.close_editor()
-        else:
-            self.screen.set_focus(self.query_one(ParamTable))
-
-    def _apply_prompt(self, text: str) -> None:
+    def on_prompt_pane_submitted(self, event: PromptPane.Submitted) -> None:
+        pane = self.query_one(PromptPane)
         try:
-            parse_prompt(text)
+            parse_prompt(event.text)
         except ClipTermError as e:
-            self._prompt_error(str(e))
+            pane.set_error(str(e))
             return
-        self._prompt_error(None)
-        self.controller.submit("set_prompt", text)
+        pane.set_error(None)
+        self.controller.submit("set_prompt", event.text)
 
-    def _prompt_error(self, reason: str | None) -> None:
-        err = self.query_one("#prompt-error", Static)
-        err.update(f"refused: {escape(reason)}" if reason else "")
-        err.display = bool(reason)
-        self.query_one(PromptInput).set_class(bool(reason), "-refused")
-
-    def _apply_param(self, text: str) -> None:
+    def on_params_pane_edited(self, event: ParamsPane.Edited) -> None:
         pane = self.query_one(ParamsPane)
-        key, params = pane.editing, self._params()
-        if key is None or params is None:
+        key, value, params = event.key, event.value, self._params()
+        if params is None:
             return
-        value = text.strip()
         try:  # refuse at once, with the same validation the engine applies
             if key == "preset":
                 if value not in PRESETS:

@@ -70,6 +70,61 @@ class ParamTable(DataTable):
     """The Parameters rows; enter (an app-level key, see ClipTermApp.action_edit_param) edits one."""
 
 
+class PromptPane(Vertical):
+    """The prompt field and the reason a prompt was refused.
+
+    Enter posts `PromptPane.Submitted`, so the screen learns the text from the message and never
+    reads the field; the pane alone decides when the run's prompt may overwrite what is typed.
+    """
+
+    class Submitted(Message):
+        """The user applied this prompt text (enter in the field); the screen validates and queues it."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    def __init__(self, prompt: str) -> None:
+        super().__init__(id="prompt-pane")
+        self.border_title = "Prompt"
+        self.prompt = prompt
+
+    def compose(self) -> ComposeResult:
+        yield PromptInput(
+            self.prompt,
+            id="prompt-input",
+            compact=True,
+            placeholder="a prompt; terms joined by | each with optional :weight",
+        )
+        yield Static("", id="prompt-error")
+
+    def on_mount(self) -> None:
+        self.query_one(PromptInput).cursor_position = 0  # show the start of a long prompt
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.post_message(self.Submitted(event.value))
+
+    def show(self, prompt: str) -> None:
+        """Show the run's prompt, unless the user is typing in the field or a refused edit waits there.
+
+        A refused edit stays with its reason until it is fixed (not Textual's own "-invalid" class:
+        Input clears that on blur, and the next snapshot would overwrite the text).
+        """
+        field = self.query_one(PromptInput)
+        if not field.has_focus and field.value != prompt and not field.has_class("-refused"):
+            field.value = prompt
+
+    def focus_input(self) -> None:
+        self.screen.set_focus(self.query_one(PromptInput))  # at once: the next typed key is text
+
+    def set_error(self, reason: str | None) -> None:
+        err = self.query_one("#prompt-error", Static)
+        err.update(f"refused: {escape(reason)}" if reason else "")
+        err.display = bool(reason)
+        self.query_one(PromptInput).set_class(bool(reason), "-refused")
+
+
 def set_line(widget: Static, text: str | Text, fixed_height: bool = False) -> None:
     """Update a Static only when its text changed, and relayout only when its length did.
 
@@ -125,7 +180,18 @@ class FrameView(Vertical):
 
 
 class ParamsPane(Vertical):
-    """The active lane's preset and live parameters; enter edits the row under the cursor."""
+    """The active lane's preset and live parameters; enter edits the row under the cursor.
+
+    Enter in the editor posts `ParamsPane.Edited`, so the screen gets the key and the typed value from
+    the message instead of reading the editor; escape there closes the editor within the pane.
+    """
+
+    class Edited(Message):
+        """The user applied `value` (as typed, stripped) to parameter `key` of the shown lane."""
+
+        def __init__(self, key: str, value: str) -> None:
+            super().__init__()
+            self.key, self.value = key, value
 
     def __init__(self) -> None:
         super().__init__(id="params")
@@ -154,6 +220,23 @@ class ParamsPane(Vertical):
         table = self.query_one(ParamTable)
         for key in PARAM_ROWS:
             table.update_cell(key, "value", fmt_value(getattr(params, key)))
+
+    def edit_cursor_row(self, lane: str) -> None:
+        """Open the editor on the row under the table's cursor."""
+        table = self.query_one(ParamTable)
+        self.open_editor(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value), lane)
+
+    def focus_table(self) -> None:
+        self.screen.set_focus(self.query_one(ParamTable))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self.editing is not None:
+            self.post_message(self.Edited(self.editing, event.value.strip()))
+
+    def on_field_input_left(self, event: FieldInput.Left) -> None:
+        event.stop()
+        self.close_editor()
 
     def open_editor(self, key: str, lane: str) -> None:
         self.editing = key
