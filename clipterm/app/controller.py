@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import threading
 import time
 import tomllib
@@ -19,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tomli_w
@@ -99,9 +101,9 @@ class LogLine(Message):
 class CommandDone(Message):
     """The outcome of a queued command (error is the reason it was refused, or None)."""
 
-    def __init__(self, kind: str, args: tuple, error: str | None) -> None:
+    def __init__(self, command: Command, error: str | None) -> None:
         super().__init__()
-        self.kind, self.args, self.error = kind, args, error
+        self.command, self.error = command, error
 
 
 class WorkerStopped(Message):
@@ -129,11 +131,99 @@ def write_ui_state(path: Path, state: dict) -> None:
     os.replace(tmp, Path(path) / UI_STATE)
 
 
-# ---------------------------------------------------------------------------- the loop
-@dataclass
+# ---------------------------------------------------------------------------- commands
+@dataclass(frozen=True)
 class Command:
-    kind: str
-    args: tuple = ()
+    """Something the UI asks the worker to do between steps; the worker dispatches on the type.
+
+    Frozen so a queued command cannot change on its way to the worker thread; CommandDone hands the
+    same object back, so the screen knows which edit an answer is about.
+    """
+
+    @property
+    def name(self) -> str:
+        """snake_case of the class name (SetParam -> set_param), for log lines only."""
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
+
+
+@dataclass(frozen=True)
+class Wake(Command):
+    """Does nothing: wakes a worker blocked on an empty queue (stop)."""
+
+
+@dataclass(frozen=True)
+class Pause(Command):
+    """Pause (True), run (False), or flip between them (None)."""
+
+    paused: bool | None = None
+
+
+@dataclass(frozen=True)
+class Step(Command):
+    """Advance n steps now (the '.' key, while paused)."""
+
+    n: int = 1
+
+
+@dataclass(frozen=True)
+class ShowLayers(Command):
+    """Whether snapshots carry layer-probe rows (the Layers pane is shown)."""
+
+    shown: bool
+
+
+@dataclass(frozen=True)
+class Save(Command):
+    """Save the session now."""
+
+
+@dataclass(frozen=True)
+class SetPrompt(Command):
+    text: str
+
+
+@dataclass(frozen=True)
+class SetParam(Command):
+    """A live parameter of one lane; `value` as typed, validated by the engine."""
+
+    lane: str
+    key: str
+    value: object
+
+
+@dataclass(frozen=True)
+class SetPreset(Command):
+    lane: str
+    preset: str
+
+
+@dataclass(frozen=True)
+class FlipPreset(Command):
+    """Constrained <-> unconstrained, decided by the worker from the engine's own state."""
+
+    lane: str
+
+
+@dataclass(frozen=True)
+class SetTheme(Command):
+    """The theme to remember in the session."""
+
+    theme: str
+
+
+@dataclass(frozen=True)
+class Export(Command):
+    """The live canvas of `lane` as a PNG into `folder`."""
+
+    lane: str
+    folder: Path
+
+
+# edits refused by validation: the reason goes back to the field that asked, not to a toast
+FIELD_EDITS = (SetParam, SetPreset, SetPrompt)
+
+
+# ---------------------------------------------------------------------------- the loop
 
 
 @dataclass
@@ -196,8 +286,8 @@ class Controller:
         self.saved_ok = False
 
     # ------------------------------------------------------------------ called from the UI thread
-    def submit(self, kind: str, *args: object) -> None:
-        self.commands.put(Command(kind, args))
+    def submit(self, command: Command) -> None:
+        self.commands.put(command)
 
     def ack(self) -> None:
         """The UI has drawn the last snapshot; the next one may be posted."""
@@ -206,7 +296,7 @@ class Controller:
     def stop(self) -> None:
         """Ask the loop to end (it saves first); returns at once."""
         self.stopping.set()
-        self.commands.put(Command("wake"))
+        self.commands.put(Wake())
 
     def shutdown(self, timeout: float = 60.0) -> None:
         """Stop, wait for the final save, release the session lock. Safe to call twice."""
@@ -274,28 +364,43 @@ class Controller:
             except queue.Empty:
                 return
 
+    def _handlers(self) -> dict[type[Command], Callable[[Any], None]]:
+        """Each command type and the worker method that carries it out."""
+        return {
+            Pause: self._cmd_pause,
+            Step: self._cmd_step,
+            ShowLayers: self._cmd_show_layers,
+            Save: self._cmd_save,
+            SetPrompt: self._cmd_set_prompt,
+            SetParam: self._cmd_set_param,
+            SetPreset: self._cmd_set_preset,
+            FlipPreset: self._cmd_flip_preset,
+            SetTheme: self._cmd_set_theme,
+            Export: self._cmd_export,
+        }
+
     def _apply(self, cmd: Command) -> None:
-        if cmd.kind == "wake":
+        if isinstance(cmd, Wake):
             return
-        handler = getattr(self, f"_cmd_{cmd.kind.replace('-', '_')}", None)
+        handler = self._handlers().get(type(cmd))
         error = None
         if handler is None:
-            error = f"unknown command {cmd.kind!r}"
+            error = f"unknown command {cmd!r}"
         else:
             try:
-                handler(*cmd.args)
+                handler(cmd)
             except EngineError as e:  # the canvas went bad while stepping
                 error = str(e)
                 self._fail(e)
             except ClipTermError as e:  # refused: the reason goes back to the field that asked
                 error = str(e)
-                if cmd.kind not in ("set_param", "set_preset", "set_prompt"):
-                    self.log(f"{cmd.kind}: {error}", "error", notify=True)
+                if not isinstance(cmd, FIELD_EDITS):
+                    self.log(f"{cmd.name}: {error}", "error", notify=True)
             except Exception as e:
                 error = f"{type(e).__name__}: {e}"
                 self._fail(e)
         self._dirty = True
-        self.post(CommandDone(cmd.kind, cmd.args, error))
+        self.post(CommandDone(cmd, error))
 
     def _guarded(self, fn: Callable[[], None]) -> None:
         try:
@@ -357,27 +462,28 @@ class Controller:
         self._refresh_judge()
 
     # ------------------------------------------------------------------ commands (worker thread)
-    def _cmd_pause(self, paused: bool | None = None) -> None:
-        self.running = (not self.running) if paused is None else not paused
+    def _cmd_pause(self, cmd: Pause) -> None:
+        self.running = (not self.running) if cmd.paused is None else not cmd.paused
         if self.running:
             self.failed = False
             self._rate = _Rate()
         self.log("running" if self.running else "paused")
 
-    def _cmd_step(self, n: int = 1) -> None:
-        for _ in range(int(n)):
+    def _cmd_step(self, cmd: Step) -> None:
+        for _ in range(int(cmd.n)):
             self._step_once()
         self.run.engine.flush()
 
-    def _cmd_show_layers(self, shown: bool) -> None:
-        self.layers = bool(shown)
+    def _cmd_show_layers(self, cmd: ShowLayers) -> None:
+        self.layers = bool(cmd.shown)
 
-    def _cmd_save(self) -> None:
+    def _cmd_save(self, _cmd: Save) -> None:
         self.run.save()
         self._write_ui_state()
         self.log(f"saved at step {self.run.steps}")
 
-    def _cmd_set_prompt(self, text: str) -> None:
+    def _cmd_set_prompt(self, cmd: SetPrompt) -> None:
+        text = cmd.text
         old = self.run.engine.prompt
         warns = self.run.engine.set_prompt(text)
         self.log(f"prompt: {old!r} → {text!r} (re-encoded; both lanes continue from their canvas)")
@@ -386,33 +492,35 @@ class Controller:
         self._judged.clear()
         self._refresh_judge()
 
-    def _cmd_set_param(self, lane: str, key: str, value: object) -> None:
+    def _cmd_set_param(self, cmd: SetParam) -> None:
+        lane, key = cmd.lane, cmd.key
         old = getattr(self.run.engine.lane(lane).params, key)
-        new = getattr(self.run.engine.set_param(lane, key, value), key)
+        new = getattr(self.run.engine.set_param(lane, key, cmd.value), key)
         self.log(f"lane {lane.upper()}: {key} {fmt_value(old)} → {fmt_value(new)}")
 
-    def _cmd_set_preset(self, lane: str, name: str) -> None:
+    def _cmd_set_preset(self, cmd: SetPreset) -> None:
+        lane = cmd.lane
         old = self.run.engine.lane(lane).params.preset
-        self.run.engine.set_preset(lane, name)
-        self.log(f"lane {lane.upper()}: preset {old} → {name}")
+        self.run.engine.set_preset(lane, cmd.preset)
+        self.log(f"lane {lane.upper()}: preset {old} → {cmd.preset}")
 
-    def _cmd_flip_preset(self, lane: str) -> None:
+    def _cmd_flip_preset(self, cmd: FlipPreset) -> None:
         """Constrained <-> unconstrained, decided here from the engine's own state: two quick presses
         made from one stale snapshot still flip twice."""
-        cur = self.run.engine.lane(lane).params.preset
-        self._cmd_set_preset(lane, "unconstrained" if cur == "constrained" else "constrained")
+        cur = self.run.engine.lane(cmd.lane).params.preset
+        self._cmd_set_preset(SetPreset(cmd.lane, "unconstrained" if cur == "constrained" else "constrained"))
 
-    def _cmd_set_theme(self, name: str) -> None:
-        if self.run.theme != name:
-            self.run.theme = name
+    def _cmd_set_theme(self, cmd: SetTheme) -> None:
+        if self.run.theme != cmd.theme:
+            self.run.theme = cmd.theme
 
-    def _cmd_export(self, lane: str, folder: str) -> None:
+    def _cmd_export(self, cmd: Export) -> None:
         """The live canvas at full model resolution, as 8-bit PNG (what `final.png` would hold now)."""
         from PIL import Image
 
-        e = self.run.engine
+        lane, e = cmd.lane, self.run.engine
         img = e.preview(lane, e.bundle.image_size)
-        dest = Path(folder) / f"lane-{lane}-step-{self.run.steps:07d}.png"
+        dest = Path(cmd.folder) / f"lane-{lane}-step-{self.run.steps:07d}.png"
         dest.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(dest)
         self.log(f"exported lane {lane.upper()} at step {self.run.steps} to {dest}")

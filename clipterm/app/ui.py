@@ -25,7 +25,24 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, RichLog, Static
 
-from clipterm.app.controller import CommandDone, Controller, LogLine, Snapshot, SnapshotReady, WorkerStopped
+from clipterm.app.controller import (
+    CommandDone,
+    Controller,
+    Export,
+    FlipPreset,
+    LogLine,
+    Pause,
+    Save,
+    SetParam,
+    SetPreset,
+    SetPrompt,
+    SetTheme,
+    ShowLayers,
+    Snapshot,
+    SnapshotReady,
+    Step,
+    WorkerStopped,
+)
 from clipterm.app.themes import DEFAULT_THEME, discover_themes
 from clipterm.app.widgets import (
     FieldInput,
@@ -194,7 +211,7 @@ class ClipTermApp(App[int]):
         self.split = self._initial_split
         self._sync_view()
         self.theme_changed_signal.subscribe(self, self._theme_changed)
-        self.controller.submit("set_theme", self.theme)
+        self.controller.submit(SetTheme(self.theme))
         self._small(self.size.height)
         self.query_one(ParamTable).focus()
         worker = self.run_worker(self.controller.loop, thread=True, name="engine", group="engine", exit_on_error=False)
@@ -256,10 +273,11 @@ class ClipTermApp(App[int]):
             pass
 
     def _command_done(self, message: CommandDone) -> None:
-        if message.kind == "set_param" or message.kind == "set_preset":
+        cmd = message.command
+        if isinstance(cmd, (SetParam, SetPreset)):
             pane = self.query_one(ParamsPane)
-            key = "preset" if message.kind == "set_preset" else message.args[1]
-            if self._pending_edit == (message.args[0], key):  # the edit the open editor is waiting for
+            key = "preset" if isinstance(cmd, SetPreset) else cmd.key
+            if self._pending_edit == (cmd.lane, key):  # the edit the open editor is waiting for
                 self._pending_edit = None
                 if message.error:
                     pane.set_error(message.error)
@@ -267,7 +285,7 @@ class ClipTermApp(App[int]):
                     pane.close_editor()
             elif message.error:
                 self._log(self._step(), f"refused: {message.error}", "error")
-        elif message.kind == "set_prompt" and message.error:
+        elif isinstance(cmd, SetPrompt) and message.error:
             self.query_one(PromptPane).set_error(message.error)
 
     def on_worker_stopped(self, _message: WorkerStopped) -> None:
@@ -373,7 +391,7 @@ class ClipTermApp(App[int]):
     def watch_layers(self, shown: bool) -> None:
         if self.is_mounted:
             self.query_one(LayersPane).display = shown
-            self.controller.submit("show_layers", shown)  # the worker adds probe rows to its snapshots
+            self.controller.submit(ShowLayers(shown))  # the worker adds probe rows to its snapshots
             self._draw()
 
     # ------------------------------------------------------------------ actions
@@ -420,19 +438,19 @@ class ClipTermApp(App[int]):
         self.layers = not self.layers
 
     def action_flip_mode(self) -> None:
-        self.controller.submit("flip_preset", self.active)
+        self.controller.submit(FlipPreset(self.active))
 
     def action_toggle_pause(self) -> None:
-        self.controller.submit("pause", None)
+        self.controller.submit(Pause())
 
     def action_step_once(self) -> None:
         if self.snapshot and self.snapshot.running:
             self.notify("pause first (space) to step one at a time")
             return
-        self.controller.submit("step", 1)
+        self.controller.submit(Step(1))
 
     def action_save(self) -> None:
-        self.controller.submit("save")
+        self.controller.submit(Save())
 
     def action_export(self) -> None:
         lane = self.active
@@ -453,7 +471,7 @@ class ClipTermApp(App[int]):
                 return
             self._log(snap.steps, f"exported lane {lane.upper()} saved frame at step {view.frame_steps[i]} to {dest}")
             return
-        self.controller.submit("export", lane, str(out))
+        self.controller.submit(Export(lane, out))
 
     def action_scrub(self, delta: int) -> None:
         snap = self.snapshot
@@ -530,7 +548,7 @@ class ClipTermApp(App[int]):
             pane.set_error(str(e))
             return
         pane.set_error(None)
-        self.controller.submit("set_prompt", event.text)
+        self.controller.submit(SetPrompt(event.text))
 
     def on_params_pane_edited(self, event: ParamsPane.Edited) -> None:
         pane = self.query_one(ParamsPane)
@@ -548,13 +566,13 @@ class ClipTermApp(App[int]):
             return
         self._pending_edit = (self.active, key)
         if key == "preset":
-            self.controller.submit("set_preset", self.active, value)
+            self.controller.submit(SetPreset(self.active, value))
         else:
-            self.controller.submit("set_param", self.active, key, value)
+            self.controller.submit(SetParam(self.active, key, value))
 
     # ------------------------------------------------------------------ themes and palette
     def _theme_changed(self, theme) -> None:
-        self.controller.submit("set_theme", theme.name)
+        self.controller.submit(SetTheme(theme.name))
         if self.is_mounted:
             self._log(self._step(), f"theme {theme.name} (remembered in the session)")
 
