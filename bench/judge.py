@@ -21,14 +21,14 @@ import numpy as np
 from clipterm.engine import Engine
 from clipterm.judge import Judge
 from clipterm.models import load_model
-from clipterm.presets import preset, with_value
+from clipterm.presets import preset
 from clipterm.shapes import base_captions
 
 CONFIGS = {
     "unconstrained": preset("unconstrained"),
     "constrained": preset("constrained"),
-    "constrained, 4 views": with_value(preset("constrained"), "views", 4),
-    "constrained, 8 views, TV 1e-3": with_value(with_value(preset("constrained"), "views", 8), "tv_weight", 1e-3),
+    "constrained, 4 views": preset("constrained").with_value("views", 4),
+    "constrained, 8 views, TV 1e-3": preset("constrained").with_value("views", 8).with_value("tv_weight", 1e-3),
     "self-guided": preset("self-guided"),
 }
 

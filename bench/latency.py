@@ -53,7 +53,7 @@ async def _bench(app, presses: int, roundtrips: int, warmup: float, idle: bool =
     def draw() -> None:
         snap = app.snapshot
         lane = snap.lanes.get(app.active) if snap else None
-        draws.append((time.perf_counter(), app.active, lane.params.preset if lane else None))
+        draws.append((time.perf_counter(), app.active, lane.spec.preset if lane else None))
         real_draw()
 
     app._draw = draw
@@ -98,11 +98,11 @@ async def _bench(app, presses: int, roundtrips: int, warmup: float, idle: bool =
         worker: list[float] = []
         for _ in range(roundtrips):
             lane = app.active
-            cur = app.snapshot.lanes[lane].params.preset
+            cur = app.snapshot.lanes[lane].spec.preset
             want = "unconstrained" if cur == "constrained" else "constrained"
             t0 = time.perf_counter()
             app.post_message(events.Key("m", "m"))
-            await until(lambda ln=lane, w=want: app.snapshot.lanes[ln].params.preset == w)
+            await until(lambda ln=lane, w=want: app.snapshot.lanes[ln].spec.preset == w)
             changed = drawn_since(t0, lambda _lane, preset, w=want: preset == w)
             worker.append((await shown_after(changed) - t0) * 1000)
             await asyncio.sleep(random.uniform(0.05, 0.2))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from clipterm import augment, losses
 from clipterm.engine import Engine
 from clipterm.models import load_model, stock_layout
-from clipterm.presets import preset, with_value
+from clipterm.presets import preset
 
 PROMPT = "a red circle on a black background"
 
@@ -74,26 +74,28 @@ class Reference:
         size = bundle.image_size
         noise = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(seed)).to(bundle.device)
         self.lanes = []
-        for name, p in lanes.items():
+        for name, spec in lanes.items():
             img = (0.5 + 0.1 * noise).clone().requires_grad_(True)
             gen = torch.Generator().manual_seed(seed + ord(name))
-            self.lanes.append((p, img, torch.optim.Adam([img], lr=p.lr), gen))
+            self.lanes.append((spec, img, torch.optim.Adam([img], lr=spec.value("lr")), gen))
 
     def step(self) -> None:
         b = self.bundle
-        for p, img, opt, gen in self.lanes:
+        for spec, img, opt, gen in self.lanes:
             opt.zero_grad()
-            n = p.views if p.augment else 1
+            augmented = spec.views.augment
+            n = spec.views.views if augmented else 1
+            a = spec.transforms[0].settings
             for _ in range(n):
                 x = img
-                if p.augment:
-                    theta = augment.sample_affine(gen, 1, p.degrees, p.translate, p.scale_min, p.scale_max, p.flip_p)
+                if augmented:
+                    theta = augment.sample_affine(gen, 1, a.degrees, a.translate, a.scale_min, a.scale_max, a.flip_p)
                     x = augment.apply_affine(img, theta)
                 feat = F.normalize(b.model.encode_image((x - b.mean_t) / b.std_t).float(), dim=-1)
                 sim = (feat @ self.text.T).squeeze()
                 loss = (1 - sim) / n
-                if p.tv_weight:
-                    loss = loss + p.tv_weight * losses.tv_l2(img) / n
+                if spec.value("tv_weight"):
+                    loss = loss + spec.value("tv_weight") * losses.tv_l2(img) / n
                 loss.backward()
                 sim.item()
             opt.step()
@@ -155,8 +157,8 @@ def main() -> None:
         if "a" in args.lanes:
             lanes["a"] = preset("unconstrained")
         if "b" in args.lanes:
-            lanes["b"] = with_value(preset("constrained"), "views", views)
-        views_per_step = sum(p.views if p.augment else 1 for p in lanes.values())
+            lanes["b"] = preset("constrained").with_value("views", views)
+        views_per_step = sum(s.views.views if s.views.augment else 1 for s in lanes.values())
         ref = Reference(bundle, lanes, seed=0)
         engines = {}
         for label, raw_every in variants.items():

@@ -17,7 +17,7 @@ from clipterm.probes import STAT_COLUMNS, generic_layer_names
 DPI = 100
 PROBE_FIGSIZE = (12.0, 7.0)  # -> 1200 x 700 px
 SIM_FIGSIZE = (10.0, 5.0)  # -> 1000 x 500 px
-LANE_COLOURS = {"a": "tab:orange", "b": "tab:blue"}
+LANE_COLOURS = ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 COL = {name: i for i, name in enumerate(STAT_COLUMNS)}
 
 
@@ -159,8 +159,8 @@ def plot_similarity(s: sess.Session, path: Path) -> Path:
     """Both lanes' raw similarity per step, with robust and verified measurements as markers."""
     fig = _figure(SIM_FIGSIZE)
     ax = fig.subplots()
-    for lane, arr in s.arrays.items():
-        c = LANE_COLOURS.get(lane, "gray")
+    for i, (lane, arr) in enumerate(s.arrays.items()):
+        c = LANE_COLOURS[i % len(LANE_COLOURS)]
         h, ev = arr["history"], arr["evals"]
         label = f"lane {lane.upper()} ({s.lanes[lane].preset})"
         if len(h):

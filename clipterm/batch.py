@@ -134,7 +134,7 @@ class _Models:
 
 def open_session(path: Path, prompt: str, args: argparse.Namespace, models: _Models):
     """Create the prompt's session, or resume it (it must hold the same prompt)."""
-    from clipterm.launch import apply_resume_flags, lane_params_from_args
+    from clipterm.launch import apply_resume_flags, lane_specs_from_args
     from clipterm.probes import configure
     from clipterm.runner import Autosave, Run, check_fits
 
@@ -155,7 +155,7 @@ def open_session(path: Path, prompt: str, args: argparse.Namespace, models: _Mod
             path,
             models.for_new(),
             prompt,
-            lane_params_from_args(args),
+            lane_specs_from_args(args),
             seed=args.seed or 0,
             eval_every=50 if args.eval_every is None else args.eval_every,
             frame_every=args.frame_every or 10,
@@ -209,7 +209,7 @@ def lane_results(run, name: str) -> list[LaneResult]:
     for lane, ln in e.lanes.items():
         own = float(ln.history[-1, 0]) if len(ln.history) else float("nan")
         robust, verified = (float(ln.evals[-1, 1]), float(ln.evals[-1, 2])) if len(ln.evals) else (np.nan, np.nan)
-        out.append(LaneResult(e.prompt, name, lane, ln.params.preset, ln.steps, own, robust, verified))
+        out.append(LaneResult(e.prompt, name, lane, ln.spec.preset, ln.steps, own, robust, verified))
     return out
 
 

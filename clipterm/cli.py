@@ -15,7 +15,7 @@ from clipterm import __version__
 from clipterm.errors import ClipTermError, err
 from clipterm.launch import PARAM_FLAGS, Progress, open_run
 
-SUBCOMMANDS = ("run", "info", "judge", "train-shapes", "score", "export", "analyze")
+SUBCOMMANDS = ("run", "info", "judge", "train-shapes", "score", "export", "analyze", "presets")
 EXIT_BAD_INPUT = 2
 
 
@@ -60,15 +60,26 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--prompt", help="text, or terms joined by '|' each with optional :weight")
     p.add_argument("--seed", type=_seed, default=None, help="random seed of a new session (default 0)")
-    p.add_argument("--lanes", choices=("ab", "a", "b"), default=None, help="which lanes run (new session)")
+    p.add_argument(
+        "--lanes",
+        choices=("ab", "a", "b", "none"),
+        default=None,
+        help="which of the default lanes a (unconstrained) and b (constrained) run (new session; default ab)",
+    )
     p.add_argument("--mode-a", dest="mode_a", help="preset of lane A (default unconstrained)")
     p.add_argument("--mode-b", dest="mode_b", help="preset of lane B (default constrained)")
     p.add_argument(
+        "--lane",
+        action="append",
+        metavar="NAME=PRESET[,KEY=VALUE...]",
+        help="add a lane (or replace a or b): a preset's parts with changes, e.g. c=constrained,param=fourier,views=4",
+    )
+    p.add_argument(
         "--apply-to",
         dest="apply_to",
-        choices=("ab", "a", "b"),
-        default="ab",
-        help="lanes the parameter flags below change (default both)",
+        default=None,
+        metavar="LANES",
+        help="lanes the parameter flags below change: letters (ab) or names (a,c); default all",
     )
     for flag in PARAM_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None, metavar="X")
@@ -161,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="a session's canvas as PNG, its trajectory as GIF, or a contact sheet")
     ex.add_argument("session", type=Path)
-    ex.add_argument("--lane", default="a", help="a or b (default a; the sheet shows every lane)")
+    ex.add_argument("--lane", default="a", help="lane name (default a; the sheet shows every lane)")
     ex.add_argument("--format", dest="format", default="png", help="png, gif or sheet (default png)")
     ex.add_argument("--out", type=Path, required=True, help="output file")
     ex.add_argument("--scale", type=_positive_int, default=None, help="whole upscaling factor (default auto)")
@@ -169,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser("analyze", help="plot a session's layer probes and similarity curves as PNGs")
     an.add_argument("session", type=Path)
     an.add_argument("--out", type=Path, required=True, help="output directory")
+
+    sub.add_parser("presets", help="list the lane presets (shipped and ~/.config/clipterm/presets), one per line")
 
     t = sub.add_parser("train-shapes", help="train a small CLIP on the shapes world")
     t.add_argument("--out", type=Path, required=True)
@@ -252,7 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         summ = run.summary()
         for lane, row in summ.items():
             say(
-                f"lane {lane} ({run.engine.lanes[lane].params.preset}): similarity "
+                f"lane {lane} ({run.engine.lanes[lane].spec.preset}): similarity "
                 f"{row.get('last_similarity', float('nan')):.4f}, best {row.get('best_similarity', float('nan')):.4f}"
             )
         return 0
@@ -281,7 +294,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "updated": s.updated,
         "eval_every": s.eval_every,
         "frame_every": s.frame_every,
-        "lanes": {n: {"preset": p.preset, **s.summary.get(n, {})} for n, p in s.lanes.items()},
+        "lanes": {n: {"preset": p.preset, "parts": p.describe(), **s.summary.get(n, {})} for n, p in s.lanes.items()},
         "changes": len(s.changes),
         "frames": {n: int(len(f[0])) for n, f in s.frames.items()},
         "open_by_pid": holder,
@@ -294,8 +307,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"model    {s.model['name']} ({s.model['pretrained']})")
     print(f"steps    {s.steps}   seed {s.seed}   changes {len(s.changes)}")
     for n, row in data["lanes"].items():
-        nums = "  ".join(f"{k.replace('_similarity', '')} {v:.4f}" for k, v in row.items() if k != "preset")
-        print(f"lane {n}   {row['preset']:<14} {nums}")
+        nums = "  ".join(
+            f"{k.replace('_similarity', '')} {v:.4f}" for k, v in row.items() if k not in ("preset", "parts")
+        )
+        print(f"lane {n:<4} {row['preset']:<14} {nums}   [{row['parts']}]")
     return 0
 
 
@@ -362,6 +377,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_presets(args: argparse.Namespace) -> int:
+    """One line per preset: name, where it comes from (and the user file that overrides it), its parts."""
+    from clipterm import presets
+
+    for w in presets.warnings():
+        err(f"warning: {w}")
+    table = presets.available()
+    width = max(len(n) for n in table)
+    for name, p in table.items():
+        origin = p.source if p.origin == "shipped" else f"{p.source or 'user'} ({p.origin})"
+        print(f"{name:<{width}}  {origin:<10}  {p.spec.describe()}")
+    return 0
+
+
 def cmd_app(argv: list[str]) -> int:
     args = build_app_parser().parse_args(argv)
     from clipterm.app import run_app
@@ -383,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             "score": cmd_score,
             "export": cmd_export,
             "analyze": cmd_analyze,
+            "presets": cmd_presets,
         }
         return handler[args.command](args)
     except ClipTermError as e:

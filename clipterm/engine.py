@@ -1,28 +1,38 @@
-"""The optimization engine: two lanes of pixels pulled toward a prompt by one frozen CLIP.
+"""The optimization engine: lanes of images pulled toward a prompt by frozen CLIP models.
 
-Both lanes advance together in ONE batched forward/backward per step; each lane keeps its own
-optimizer, best image, augmentation RNG and metric history, so a lane's trajectory is the same
-whether it runs alone or beside the other. Per-step metrics stay on the device and are copied to
-the host only when asked (flush), so a step never waits for the GPU. No UI code here.
+A lane composes parts (see clipterm/parts and lanespec): a parameterization makes its image, a
+view pipeline makes its views, an objective scores them, an optimizer moves the parameters. All
+lanes advance together in ONE batched forward (per model) and ONE backward per step; each lane
+keeps its own optimizer, best image, view generator and metric history, so a lane's trajectory is
+the same whether it runs alone or beside others. Per-step metrics stay on the device until
+`flush()`, so a step never waits for the GPU. No UI code here.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from clipterm import augment, losses
+from clipterm import augment
 from clipterm.errors import ClipTermError
+from clipterm.lanespec import MAX_LANES, LaneSpec, check_lane_name
 from clipterm.models import ModelBundle, png_roundtrip
-from clipterm.presets import LaneParams, ParamError, preset, with_value
+from clipterm.parts.base import ParamError, lookup
+from clipterm.parts.image import ImageParam
+from clipterm.parts.optim_adam import Optimizer
+from clipterm.parts.term import Term
+from clipterm.parts.view import Transform
+from clipterm.presets import preset
 from clipterm.prompts import PromptTerm, parse_prompt
 
-LANES = ("a", "b")
 HISTORY_COLUMNS = ("raw_sim", "loss", "sim_loss", "tv", "memory", "best_sim_loss")
 EVAL_COLUMNS = ("step", "robust_sim", "verified_sim")
+OWN = ""  # in a similarity term's model list: the run's own model
 
 
 class EngineError(ClipTermError):
@@ -30,19 +40,29 @@ class EngineError(ClipTermError):
 
 
 def lane_seed(seed: int, name: str) -> int:
-    """Each lane's augmentation stream depends on the run seed and the lane name, not its position."""
-    return (seed * 1_000_003 + (LANES.index(name) + 1) * 7919) % (2**63)
+    """Each lane's view stream depends on the run seed and the lane's name (a=1, b=2, ... z=26), not
+    its position, so a lane draws the same views alone or beside others."""
+    k = ord(name) - 96 if len(name) == 1 else 27 + zlib.crc32(name.encode()) % 1_000_000
+    return (seed * 1_000_003 + k * 7919) % (2**63)
+
+
+def opt_suffix(tensor: str) -> str:
+    """Session file suffix of a tensor's optimizer moments ('' for pixel's 'param', as in format 1)."""
+    return "" if tensor == "param" else f"_{tensor}"
 
 
 @dataclass
 class Lane:
-    """One optimized canvas and everything needed to continue it exactly."""
+    """One lane: its spec, its built parts and everything needed to continue it exactly."""
 
     name: str
-    params: LaneParams
-    param: torch.Tensor
+    spec: LaneSpec
+    image: ImageParam
+    views: list[Transform]
+    terms: list[Term]
+    optim: Optimizer
     optimizer: torch.optim.Optimizer
-    best: torch.Tensor
+    best: torch.Tensor  # the best image so far (image space)
     best_loss: torch.Tensor
     gen: torch.Generator
     history: np.ndarray = field(default_factory=lambda: np.zeros((0, len(HISTORY_COLUMNS)), np.float32))
@@ -54,43 +74,48 @@ class Lane:
     def steps(self) -> int:
         return len(self.history) + len(self.pending)
 
-    def model_pixels(self) -> torch.Tensor:
-        return self.param
+    @property
+    def n_views(self) -> int:
+        return self.spec.views.views if self.spec.views.augment else 1
 
-    @torch.no_grad()
+    def similarity_terms(self) -> list[Term]:
+        return [t for t in self.terms if t.similarity]
+
     def shown(self) -> torch.Tensor:
         """The canvas as a person sees it, (1,3,H,W) in [0,1]."""
-        x = self.param.detach().float()
-        if self.params.display == "minmax":
-            lo, hi = x.amin(), x.amax()
-            return (x - lo) / (hi - lo).clamp_min(1e-12)
-        return x.clamp(0, 1)
+        return self.image.shown()
 
 
-def make_optimizer(p: LaneParams, param: torch.Tensor) -> torch.optim.Optimizer:
-    if p.optimizer == "adamw":
-        return torch.optim.AdamW([param], lr=p.lr, weight_decay=p.weight_decay)
-    return torch.optim.Adam([param], lr=p.lr, weight_decay=p.weight_decay)
+def build_parts(spec: LaneSpec) -> tuple[list[Transform], list[Term], Optimizer]:
+    views = [lookup("transform", p.name, "transforms")(p.settings) for p in spec.transforms]
+    terms = [lookup("term", p.name, "terms")(p.settings) for p in spec.terms]
+    optim = lookup("optim", spec.optim.name, "optim")(spec.optim.settings)
+    return views, terms, optim  # type: ignore[return-value]
 
 
 class Engine:
-    """Holds the model, the encoded prompt and the lanes; `step()` advances every lane once."""
+    """Holds the models, the encoded prompt and the lanes; `step()` advances every lane once."""
 
     def __init__(
         self,
         bundle: ModelBundle,
         prompt: str,
-        lanes: dict[str, LaneParams],
+        lanes: dict[str, LaneSpec],
         seed: int = 0,
         eval_every: int = 50,
         precision: str = "auto",
         compile: bool = False,
         raw_every: int = 1,
+        models: dict[str, ModelBundle] | None = None,
     ) -> None:
-        if not lanes or any(n not in LANES for n in lanes):
-            raise EngineError(f"lanes must be a non-empty subset of {LANES}, got {list(lanes)}")
+        if not lanes or len(lanes) > MAX_LANES:
+            raise EngineError(f"a run has 1 to {MAX_LANES} lanes, got {len(lanes)}")
+        for name in lanes:
+            check_lane_name(name)
         self.bundle = bundle
         self.device = bundle.device
+        # models by name; OWN is the run's model. Ensembles name others (loaded by the caller).
+        self.models: dict[str, ModelBundle] = {OWN: bundle, bundle.name: bundle, **(models or {})}
         self.seed = int(seed)
         self.eval_every = int(eval_every)
         self.configure(precision, compile, raw_every)
@@ -99,14 +124,15 @@ class Engine:
         self.probe = None  # optional probes.Probe: armed around the forward/backward of steps it is due
         self.prompt = ""
         self.terms: list[PromptTerm] = []
-        self.set_prompt(prompt, record=False)
-        size = bundle.image_size
-        noise = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(self.seed))
+        self._text: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.lanes: dict[str, Lane] = {}
-        for name in LANES:
-            if name in lanes:
-                self.lanes[name] = self._new_lane(name, lanes[name], noise)
+        for spec in lanes.values():
+            self._check_models(spec)
+        self.set_prompt(prompt, record=False)
+        for name, spec in lanes.items():
+            self.lanes[name] = self._new_lane(name, spec)
         self._held_out = augment.held_out_thetas()
+        self.forwards = 0  # image-tower forward passes made by steps (one per model in use per step)
 
     # ----------------------------------------------------------------- set-up and live edits
     def configure(self, precision: str = "auto", compile: bool = False, raw_every: int = 1) -> None:
@@ -129,18 +155,35 @@ class Engine:
         model = self.bundle.model
         self._encode = torch.compile(model.encode_image, dynamic=False) if compile else model.encode_image
 
-    def _new_lane(self, name: str, p: LaneParams, noise: torch.Tensor) -> Lane:
-        init = (p.init_mean + p.init_std * noise).to(self.device)
-        param = init.clone().requires_grad_(True)
+    def _check_models(self, spec: LaneSpec) -> None:
+        for m in spec.models():
+            if m not in self.models:
+                raise EngineError(f"model {m!r} named by a lane's objective is not loaded")
+
+    def _new_lane(self, name: str, spec: LaneSpec) -> Lane:
+        cls = lookup("param", spec.param.name, "param")
+        image = cls(spec.param.settings, self.bundle.image_size, self.device, self.seed)  # type: ignore[call-arg]
+        views, terms, optim = build_parts(spec)
+        with torch.no_grad():
+            best = image.image().detach().clone()
         return Lane(
             name=name,
-            params=p,
-            param=param,
-            optimizer=make_optimizer(p, param),
-            best=init.clone(),
+            spec=spec,
+            image=image,  # type: ignore[arg-type]
+            views=views,
+            terms=terms,
+            optim=optim,
+            optimizer=optim.build(image.parameters()),  # type: ignore[attr-defined]
+            best=best,
             best_loss=torch.tensor(math.inf, device=self.device),
             gen=torch.Generator().manual_seed(lane_seed(self.seed, name)),
         )
+
+    def rebuild_lanes(self, lanes: dict[str, LaneSpec]) -> None:
+        """Fresh lanes from specs (the caller then loads their saved state): restoring a session."""
+        for spec in lanes.values():
+            self._check_models(spec)
+        self.lanes = {name: self._new_lane(check_lane_name(name), spec) for name, spec in lanes.items()}
 
     @property
     def step_count(self) -> int:
@@ -151,20 +194,36 @@ class Engine:
             raise EngineError(f"lane {name!r} is not part of this run (lanes: {', '.join(self.lanes)})")
         return self.lanes[name]
 
+    def _model_keys(self) -> list[str]:
+        """Distinct model names the lanes' similarity terms use (OWN first)."""
+        keys = [OWN]
+        for ln in self.lanes.values():
+            for t in ln.similarity_terms():
+                for m in t.settings.models or (OWN,):
+                    key = OWN if self.models[m] is self.bundle else m
+                    if key not in keys:
+                        keys.append(key)
+        return keys
+
     def set_prompt(self, prompt: str, record: bool = True) -> list[str]:
-        """Parse and encode a new prompt; lanes continue from their current canvases."""
+        """Parse and encode a new prompt on every model in use; lanes continue from their canvases."""
         terms = parse_prompt(prompt)
         warns = []
-        for t in terms:
-            n = self.bundle.token_count(t.text)
-            if n > self.bundle.context_length:
-                warns.append(
-                    f"prompt term {t.text[:40]!r} has {n} tokens; truncated to the model's {self.bundle.context_length}"
-                )
-        emb = self.bundle.encode_text([t.text for t in terms])
-        w = torch.tensor([t.weight for t in terms], device=self.device, dtype=torch.float32)
-        self._text = emb
-        self._weights = w / w.clamp_min(0).sum()
+        texts = [t.text for t in terms]
+        encoded = {}
+        w = torch.tensor([t.weight for t in terms], dtype=torch.float32)
+        w = w / w.clamp_min(0).sum()
+        for key, bundle in self.models.items():
+            if key not in (OWN, *self._used_names()):
+                continue
+            for t in terms:
+                n = bundle.token_count(t.text)
+                if n > bundle.context_length and key == OWN:
+                    warns.append(
+                        f"prompt term {t.text[:40]!r} has {n} tokens; truncated to the model's {bundle.context_length}"
+                    )
+            encoded[key] = (bundle.encode_text(texts), w.to(bundle.device))
+        self._text = encoded
         if record:
             self.changes.append(
                 {"step": self.step_count, "lane": "*", "key": "prompt", "old": self.prompt, "new": prompt}
@@ -174,52 +233,114 @@ class Engine:
         self.warnings.extend(warns)
         return warns
 
-    def set_param(self, lane: str, key: str, value: object) -> LaneParams:
-        """Validated live edit; effective from the next step."""
+    def _used_names(self) -> set[str]:
+        names: set[str] = set()
+        for ln in self.lanes.values():
+            names.update(ln.spec.models())
+        return names
+
+    def _text_for(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if key not in self._text:  # a lane began using this model after the prompt was set
+            bundle = self.models[key]
+            texts = [t.text for t in self.terms]
+            w = torch.tensor([t.weight for t in self.terms], dtype=torch.float32)
+            self._text[key] = (bundle.encode_text(texts), (w / w.clamp_min(0).sum()).to(bundle.device))
+        return self._text[key]
+
+    def text_features(self, model: str = OWN) -> torch.Tensor:
+        """The encoded prompt terms on `model` (rows: terms), as the similarity uses them."""
+        return self._text_for(model)[0]
+
+    def set_param(self, lane: str, key: str, value: object) -> LaneSpec:
+        """Validated live edit of one setting; effective from the next step."""
         ln = self.lane(lane)
-        new = with_value(ln.params, key, value)
-        old = getattr(ln.params, key)
-        ln.params = new
-        if key in ("lr", "weight_decay"):
-            for g in ln.optimizer.param_groups:
-                g[key] = getattr(new, key)
-        self.changes.append({"step": self.step_count, "lane": lane, "key": key, "old": old, "new": getattr(new, key)})
+        label, fname, rule = ln.spec.resolve(key)
+        if not rule.live:
+            raise ParamError(f"{key} is fixed while the lane runs (set it when the lane is made)")
+        old = ln.spec.value(key)
+        new = ln.spec.with_value(key, value)
+        self._apply_spec(ln, new)
+        self.changes.append(
+            {"step": self.step_count, "lane": lane, "key": key, "old": _plain(old), "new": _plain(new.value(key))}
+        )
         return new
 
-    def set_preset(self, lane: str, name: str) -> LaneParams:
-        """Switch a lane's preset, keeping its canvas; the optimizer is rebuilt only if its kind changes."""
+    def _apply_spec(self, ln: Lane, new: LaneSpec) -> None:
+        """Swap in a changed spec of the same parameterization, rebuilding only the parts it changed."""
+        old = ln.spec
+        views, terms, optim = build_parts(new)
+        self._check_models(new)
+        if new.optim.name != old.optim.name:
+            ln.optimizer = optim.build(ln.image.parameters())
+        elif new.optim.settings != old.optim.settings:
+            for g in ln.optimizer.param_groups:
+                g["lr"], g["weight_decay"] = new.optim.settings.lr, new.optim.settings.weight_decay
+        if new.param.settings != old.param.settings:
+            ln.image.settings = new.param.settings
+        ln.spec, ln.views, ln.terms, ln.optim = new, views, terms, optim
+
+    def set_preset(self, lane: str, name: str) -> LaneSpec:
+        """Switch a lane's preset, keeping its canvas (refit if the parameterization differs); the
+        optimizer is rebuilt only if its kind or parameters change."""
         ln = self.lane(lane)
         new = preset(name)
-        old = ln.params
-        if new.optimizer != old.optimizer or new.weight_decay != old.weight_decay or new.lr != old.lr:
-            if new.optimizer != old.optimizer:
-                ln.optimizer = make_optimizer(new, ln.param)
-            else:
-                for g in ln.optimizer.param_groups:
-                    g["lr"], g["weight_decay"] = new.lr, new.weight_decay
-        ln.params = new
+        old = ln.spec
+        if new.param.name != old.param.name:
+            self._convert(ln, new)
+        else:
+            self._apply_spec(ln, new)
+            ln.image.settings = new.param.settings
         self.changes.append({"step": self.step_count, "lane": lane, "key": "preset", "old": old.preset, "new": name})
         return new
 
-    # ----------------------------------------------------------------- the step
-    def _similarity(self, feats: torch.Tensor) -> torch.Tensor:
-        """Weighted prompt similarity per row: sum_i w_i cos_i / sum of positive weights."""
-        return (feats @ self._text.T) @ self._weights
+    def _convert(self, ln: Lane, new: LaneSpec) -> None:
+        """Move a lane to another parameterization: the new one is fitted to the current picture."""
+        canvas = ln.shown().detach()
+        cls = lookup("param", new.param.name, "param")
+        image = cls(new.param.settings, self.bundle.image_size, self.device, self.seed)  # type: ignore[call-arg]
+        image.fit(canvas)  # type: ignore[attr-defined]
+        views, terms, optim = build_parts(new)
+        ln.image, ln.spec, ln.views, ln.terms, ln.optim = image, new, views, terms, optim  # type: ignore[assignment]
+        ln.optimizer = optim.build(image.parameters())  # type: ignore[attr-defined]
+        with torch.no_grad():
+            ln.best = image.image().detach().clone()  # type: ignore[attr-defined]
 
-    def _lane_inputs(self, ln: Lane, measure_raw: bool) -> tuple[torch.Tensor, int]:
-        """The lane's model inputs and how many are views; a clean copy follows when raw is measured."""
-        p = ln.params
-        x = ln.model_pixels()
-        if p.augment:
-            theta = augment.sample_affine(ln.gen, p.views, p.degrees, p.translate, p.scale_min, p.scale_max, p.flip_p)
-            views = augment.apply_affine(x, theta)
+    # ----------------------------------------------------------------- the step
+    def _similarity(self, feats: torch.Tensor, key: str = OWN) -> torch.Tensor:
+        """Weighted prompt similarity per row: sum_i w_i cos_i / sum of positive weights."""
+        text, weights = self._text_for(key)
+        return (feats @ text.T) @ weights
+
+    def _views(self, ln: Lane, x: torch.Tensor) -> torch.Tensor:
+        n = ln.spec.views.views
+        y = x
+        for t in ln.views:
+            y = t(y, n, ln.gen)
+        if y.shape[0] == 1:
+            y = y.expand(n, -1, -1, -1)
+        size = self.bundle.image_size
+        if y.shape[-1] != size or y.shape[-2] != size:
+            y = F.interpolate(y, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return y
+
+    def _lane_pixels(self, ln: Lane, measure_raw: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The lane's image, its batch of views (+ a clean copy when raw is measured), and how many are views."""
+        x = ln.image.image()
+        if ln.spec.views.augment:
+            views = self._views(ln, x)
             batch = torch.cat([views, x.detach()], dim=0) if measure_raw else views
-            n_views = p.views
-        else:
-            batch, n_views = x, 1
-        if p.normalize:
-            batch = (batch - self.bundle.mean_t) / self.bundle.std_t
-        return batch, n_views
+            return x, batch, ln.spec.views.views
+        return x, x, 1
+
+    def _model_input(self, batch: torch.Tensor, key: str, normalize: bool) -> torch.Tensor:
+        bundle = self.models[key]
+        if batch.shape[-1] != bundle.image_size:
+            size = (bundle.image_size, bundle.image_size)
+            batch = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
+        batch = batch.to(bundle.device)
+        if normalize:
+            batch = (batch - bundle.mean_t) / bundle.std_t
+        return batch
 
     def step(self, n: int = 1) -> None:
         """Advance every lane by `n` steps, one batched forward/backward each."""
@@ -241,64 +362,118 @@ class Engine:
                     ln.gen.set_state(states[ln.name])
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                wide = max(self.lanes.values(), key=lambda ln: ln.params.views if ln.params.augment else 0)
-                if not wide.params.augment or wide.params.views <= 1:
+                wide = max(self.lanes.values(), key=lambda ln: ln.n_views if ln.spec.views.augment else 0)
+                if not wide.spec.views.augment or wide.spec.views.views <= 1:
                     raise EngineError(
                         "out of memory even at 1 view per lane; use a smaller model or --device cpu"
                     ) from None
-                views = wide.params.views // 2
+                views = wide.spec.views.views // 2
                 self.set_param(wide.name, "views", views)
                 self.warnings.append(
                     f"out of memory at step {self.step_count + 1}: lane {wide.name} views halved to {views}"
                 )
 
+    def _forward(self, key: str, chunks: list[torch.Tensor], probe: object) -> torch.Tensor:
+        """One batched forward of every lane's rows on model `key`; returns per-row similarity."""
+        x = torch.cat(chunks)
+        bundle = self.models[key]
+        if bundle.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        encode = self._encode if key == OWN and probe is None else bundle.model.encode_image
+        self.forwards += 1
+        with torch.autocast(bundle.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            feats = encode(x)
+        feats = F.normalize(feats.float(), dim=-1)
+        return self._similarity(feats, key).to(self.device)
+
     def _step_once(self) -> None:
         lanes = list(self.lanes.values())
         due = (self.step_count + 1) % self.raw_every == 0
-        inputs, sizes = [], []
-        for ln in lanes:
-            batch, n_views = self._lane_inputs(ln, due or ln.last_raw is None)
-            inputs.append(batch)
-            sizes.append((batch.shape[0], n_views))
         probe = self.probe if self.probe is not None and self.probe.due(self.step_count + 1) else None
+        images, counts = [], []
+        # per model: the rows each (lane, normalize) pair sends; OWN first so the probe sees its batch
+        plan: dict[str, list[tuple[int, bool, torch.Tensor]]] = {k: [] for k in self._model_keys()}
+        for i, ln in enumerate(lanes):
+            x, batch, n_views = self._lane_pixels(ln, due or ln.last_raw is None)
+            images.append(x)
+            counts.append((batch.shape[0], n_views))
+            wanted: list[tuple[str, bool]] = []
+            for t in ln.similarity_terms():
+                for m in t.settings.models or (OWN,):
+                    pair = (OWN if self.models[m] is self.bundle else m, t.settings.normalize)
+                    if pair not in wanted:
+                        wanted.append(pair)
+            for key, norm in wanted:
+                plan[key].append((i, norm, self._model_input(batch, key, norm)))
         if probe is not None:  # eager forward on probe steps: hooks do not mix with a compiled graph
-            probe.begin([ln.name for ln in lanes], [size for size, _ in sizes])
-        encode = self._encode if probe is None else self.bundle.model.encode_image
-        x = torch.cat(inputs)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            feats = encode(x)
-        feats = torch.nn.functional.normalize(feats.float(), dim=-1)
-        sims = self._similarity(feats)
-        total = sims.new_zeros(())
-        rows = []
-        start = 0
-        for ln, (size, n_views) in zip(lanes, sizes):
-            p = ln.params
-            s = sims[start : start + size]
-            start += size
-            sim_loss = losses.similarity_loss(s[:n_views], p.loss, p.temperature)
-            if size > n_views or not p.augment:  # the last row is the clean canvas
-                ln.last_raw = s[-1].detach()
-            tv = (losses.tv_l2 if p.tv_kind == "l2" else losses.tv_l1)(ln.param) if p.tv_weight else sims.new_zeros(())
-            mem = torch.mean((ln.param - ln.best) ** 2) if p.memory_weight else sims.new_zeros(())
-            lane_loss = sim_loss + p.tv_weight * tv + p.memory_weight * mem
-            total = total + lane_loss
-            rows.append((ln.last_raw, lane_loss.detach(), sim_loss.detach(), tv.detach(), mem.detach()))
+            sizes = {i: 0 for i in range(len(lanes))}
+            for i, _, rows in plan[OWN]:
+                sizes[i] += rows.shape[0]
+            probe.begin([ln.name for ln in lanes], [sizes[i] for i in range(len(lanes))])
+            for x in images:
+                if x.requires_grad and not x.is_leaf:
+                    x.retain_grad()
+        sims: dict[tuple[int, str, bool], torch.Tensor] = {}
+        for key, items in plan.items():
+            if not items:
+                continue
+            out = self._forward(key, [rows for _, _, rows in items], probe if key == OWN else None)
+            start = 0
+            for i, norm, rows in items:
+                sims[(i, key, norm)] = out[start : start + rows.shape[0]]
+                start += rows.shape[0]
+        total = None
+        records = []
+        for i, (ln, (size, n_views)) in enumerate(zip(lanes, counts)):
+            x = images[i]
+            zero = x.new_zeros(())
+            sim_loss = None
+            raw = None
+            for t in ln.similarity_terms():
+                s = None
+                for m in t.settings.models or (OWN,):
+                    key = OWN if self.models[m] is self.bundle else m
+                    part = sims[(i, key, t.settings.normalize)]
+                    s = part if s is None else s + part
+                assert s is not None
+                term_loss = t.loss(s[:n_views])
+                term_loss = term_loss if t.weight == 1.0 else t.weight * term_loss
+                sim_loss = term_loss if sim_loss is None else sim_loss + term_loss
+                if raw is None and (size > n_views or not ln.spec.views.augment):  # the last row is the clean canvas
+                    raw = s[-1].detach()
+            assert sim_loss is not None
+            if raw is not None:
+                ln.last_raw = raw
+            lane_loss = sim_loss
+            cols = {"tv": zero, "memory": zero}
+            for t in ln.terms:
+                if t.similarity or t.weight == 0:
+                    continue
+                v = t(x, ln.best)
+                lane_loss = lane_loss + t.weight * v
+                if t.column:
+                    cols[t.column] = v
+            total = lane_loss if total is None else total + lane_loss
+            records.append(
+                (ln.last_raw, lane_loss.detach(), sim_loss.detach(), cols["tv"].detach(), cols["memory"].detach())
+            )
         for ln in lanes:
             ln.optimizer.zero_grad(set_to_none=True)
+        assert total is not None
         total.backward()
         if probe is not None:
-            probe.end({ln.name: ln.param for ln in lanes}, self.step_count + 1)
+            probe.end({ln.name: images[i] for i, ln in enumerate(lanes)}, self.step_count + 1)
         with torch.no_grad():
-            for ln, (raw, lane_loss, sim_loss, tv, mem) in zip(lanes, rows):
+            for i, (ln, (raw, lane_loss, sim_loss, tv, mem)) in enumerate(zip(lanes, records)):
                 better = sim_loss < ln.best_loss
-                ln.best.copy_(torch.where(better, ln.param.detach(), ln.best))
+                ln.best.copy_(torch.where(better, images[i].detach(), ln.best))
                 ln.best_loss = torch.where(better, sim_loss, ln.best_loss)
+                if ln.optim.scheduled():
+                    done = int(ln.optimizer.state.get(ln.image.parameters()[0], {}).get("step", 0))
+                    for g in ln.optimizer.param_groups:
+                        g["lr"] = ln.optim.lr_at(done)
                 ln.optimizer.step()
-                if ln.params.clamp:
-                    ln.param.clamp_(0.0, 1.0)
+                ln.image.after_step()
                 ln.pending.append(torch.stack([raw, lane_loss, sim_loss, tv, mem, ln.best_loss]).float())
 
     def flush(self) -> None:
@@ -315,17 +490,26 @@ class Engine:
                     )
 
     # ----------------------------------------------------------------- measurements
+    def term_similarity(self, ln: Lane, pixels: torch.Tensor) -> torch.Tensor:
+        """Per-row similarity of pixels in [0,1] as the lane's first similarity term measures it (the
+        sum over its models for an ensemble)."""
+        t = ln.similarity_terms()[0]
+        total = None
+        for m in t.settings.models or (OWN,):
+            key = OWN if self.models[m] is self.bundle else m
+            feats = self.models[key].model.encode_image(self._model_input(pixels, key, t.settings.normalize))
+            s = self._similarity(F.normalize(feats.float(), dim=-1), key).to(self.device)
+            total = s if total is None else total + s
+        assert total is not None
+        return total
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, tuple[float, float]]:
         """Robust (16 fixed held-out views) and verified (8-bit PNG round trip) similarity per lane."""
         out = {}
         for ln in self.lanes.values():
-            x = ln.model_pixels().detach()
-            views = augment.apply_affine(x, self._held_out)
-            if ln.params.normalize:
-                views = (views - self.bundle.mean_t) / self.bundle.std_t
-            feats = torch.nn.functional.normalize(self.bundle.model.encode_image(views).float(), dim=-1)
-            robust = float(self._similarity(feats).mean())
+            x = ln.image.image().detach()
+            robust = float(self.term_similarity(ln, augment.apply_affine(x, self._held_out)).mean())
             verified = self.verified_similarity(ln.name)
             ln.evals = np.concatenate([ln.evals, np.array([[ln.steps, robust, verified]], np.float32)])
             out[ln.name] = (robust, verified)
@@ -333,9 +517,17 @@ class Engine:
 
     @torch.no_grad()
     def verified_similarity(self, lane: str) -> float:
+        """Similarity of the lane's picture saved as an 8-bit PNG and read back through each model's
+        own preprocessing (what anyone re-scoring the exported file would measure)."""
+        ln = self.lane(lane)
         img = png_roundtrip(self.shown(lane))
-        x = self.bundle.preprocess_uint8(img)
-        return float(self._similarity(self.bundle.encode_pixels(x)).mean())
+        t = ln.similarity_terms()[0]
+        total = 0.0
+        for m in t.settings.models or (OWN,):
+            key = OWN if self.models[m] is self.bundle else m
+            bundle = self.models[key]
+            total += float(self._similarity(bundle.encode_pixels(bundle.preprocess_uint8(img)), key).mean())
+        return total
 
     def shown(self, lane: str) -> np.ndarray:
         """The lane's canvas as shown: float32 (3,H,W) in [0,1]."""
@@ -346,7 +538,7 @@ class Engine:
         """A small uint8 HWC copy for the screen, downsampled on the device before the copy."""
         x = self.lane(lane).shown()
         if x.shape[-1] > size:
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+            x = F.interpolate(x, size=(size, size), mode="area")
         return (x[0].permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
     @torch.no_grad()
@@ -359,49 +551,92 @@ class Engine:
         """Every array needed to continue lane `name` bit-exactly."""
         self.flush()
         ln = self.lane(name)
-        st = ln.optimizer.state.get(ln.param, {})
-        zeros = np.zeros(tuple(ln.param.shape[1:]), np.float32)
 
         def arr(t: torch.Tensor) -> np.ndarray:
             return t.detach()[0].cpu().numpy().astype(np.float32)
 
-        return {
+        out = {
             "image": self.shown(name),
-            "param": arr(ln.param),
             "best": arr(ln.best),
             "best_loss": np.array(float(ln.best_loss), np.float32),
-            "opt_step": np.array(float(st["step"]) if "step" in st else 0.0, np.float32),
-            "opt_exp_avg": arr(st["exp_avg"]) if "exp_avg" in st else zeros,
-            "opt_exp_avg_sq": arr(st["exp_avg_sq"]) if "exp_avg_sq" in st else zeros,
             "rng": ln.gen.get_state().numpy().astype(np.uint8),
             "history": ln.history.astype(np.float32),
             "evals": ln.evals.astype(np.float32),
         }
+        step = 0.0
+        for tname, t in ln.image.tensors.items():
+            st = ln.optimizer.state.get(t, {})
+            zeros = np.zeros(tuple(t.shape[1:]), np.float32)
+            sfx = opt_suffix(tname)
+            out[tname] = arr(t)
+            out[f"opt_exp_avg{sfx}"] = arr(st["exp_avg"]) if "exp_avg" in st else zeros
+            out[f"opt_exp_avg_sq{sfx}"] = arr(st["exp_avg_sq"]) if "exp_avg_sq" in st else zeros
+            if "step" in st:
+                step = float(st["step"])
+        out["opt_step"] = np.array(step, np.float32)
+        return out
 
     def load_lane_state(self, name: str, state: dict[str, np.ndarray]) -> None:
         """Restore a lane from `lane_state` arrays (already validated by the session loader)."""
         ln = self.lane(name)
-        shape = tuple(ln.param.shape[1:])
-        for key in ("param", "best", "opt_exp_avg", "opt_exp_avg_sq"):
-            if tuple(state[key].shape) != shape:
-                raise EngineError(f"lane {name}: {key} has shape {state[key].shape}, the model needs {shape}")
+        tensors = ln.image.tensors
+        for tname, t in tensors.items():
+            shape = tuple(t.shape[1:])
+            for key in (tname, f"opt_exp_avg{opt_suffix(tname)}", f"opt_exp_avg_sq{opt_suffix(tname)}"):
+                if key not in state:
+                    raise EngineError(f"lane {name}: {key}.npy is missing")
+                if tuple(state[key].shape) != shape:
+                    raise EngineError(f"lane {name}: {key} has shape {state[key].shape}, the lane needs {shape}")
+        if tuple(state["best"].shape) != tuple(ln.best.shape[1:]):
+            raise EngineError(
+                f"lane {name}: best has shape {state['best'].shape}, the model needs {tuple(ln.best.shape[1:])}"
+            )
         with torch.no_grad():
-            ln.param.copy_(torch.from_numpy(state["param"])[None].to(self.device))
+            for tname, t in tensors.items():
+                t.copy_(torch.from_numpy(state[tname])[None].to(self.device))
             ln.best.copy_(torch.from_numpy(state["best"])[None].to(self.device))
         ln.best_loss = torch.tensor(float(state["best_loss"]), device=self.device)
-        ln.optimizer = make_optimizer(ln.params, ln.param)
+        ln.optimizer = ln.optim.build(ln.image.parameters())
         if float(state["opt_step"]) > 0:
-            ln.optimizer.state[ln.param] = {
-                "step": torch.tensor(float(state["opt_step"]), dtype=torch.float32),
-                "exp_avg": torch.from_numpy(state["opt_exp_avg"])[None].to(self.device),
-                "exp_avg_sq": torch.from_numpy(state["opt_exp_avg_sq"])[None].to(self.device),
-            }
+            for tname, t in tensors.items():
+                sfx = opt_suffix(tname)
+                ln.optimizer.state[t] = {
+                    "step": torch.tensor(float(state["opt_step"]), dtype=torch.float32),
+                    "exp_avg": torch.from_numpy(state[f"opt_exp_avg{sfx}"])[None].to(self.device),
+                    "exp_avg_sq": torch.from_numpy(state[f"opt_exp_avg_sq{sfx}"])[None].to(self.device),
+                }
+        self._load_records(ln, state)
+
+    def refit_lane(self, name: str, state: dict[str, np.ndarray]) -> None:
+        """Continue a lane made on another model: its picture (resized to this model's input) is fitted
+        by the lane's parameterization; history, evaluations and view generator carry over; the
+        optimizer and the best-so-far start afresh."""
+        ln = self.lane(name)
+        canvas = state["param"] if "param" in state and state["param"].ndim == 3 else state["image"]
+        x = torch.from_numpy(np.ascontiguousarray(canvas))[None].float()
+        size = self.bundle.image_size
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        ln.image.fit(x.to(self.device))
+        with torch.no_grad():
+            ln.best = ln.image.image().detach().clone()
+        ln.best_loss = torch.tensor(math.inf, device=self.device)
+        ln.optimizer = ln.optim.build(ln.image.parameters())
+        self._load_records(ln, state)
+
+    def _load_records(self, ln: Lane, state: dict[str, np.ndarray]) -> None:
+        """The view generator, history and evaluations of a saved lane (shared by load and refit)."""
         try:
             ln.gen.set_state(torch.from_numpy(state["rng"]))
         except RuntimeError:
-            raise ParamError(f"lane {name}: the saved RNG state is not a valid generator state") from None
+            raise ParamError(f"lane {ln.name}: the saved RNG state is not a valid generator state") from None
         ln.history = state["history"].astype(np.float32)
         ln.evals = state["evals"].astype(np.float32)
         ln.pending.clear()
         # The carried clean-canvas similarity (raw_every > 1) continues from the last recorded one.
         ln.last_raw = torch.tensor(float(ln.history[-1, 0]), device=self.device) if len(ln.history) else None
+
+
+def _plain(v: object) -> object:
+    """A setting as a TOML-friendly change-history value (tuples of names become 'a+b')."""
+    return "+".join(v) if isinstance(v, tuple) else v

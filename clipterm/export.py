@@ -14,7 +14,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from clipterm import session as sess
-from clipterm.engine import LANES
 from clipterm.errors import ClipTermError
 
 FORMATS = ("png", "gif", "sheet")
@@ -26,7 +25,7 @@ MARGIN = 12
 FONT_SIZE = 14
 LINE = 18  # text line height on the sheet
 HEADER_LINES = 2
-FOOTER_LINES = 3
+FOOTER_LINES = 4
 BG = (24, 24, 28)
 FG = (235, 235, 235)
 DIM = (160, 160, 170)
@@ -65,8 +64,6 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
 def _open(path: Path, lane: str | None) -> sess.Session:
     s = sess.load(Path(path))
     if lane is not None:
-        if lane not in LANES:
-            raise ClipTermError(f"--lane must be one of {', '.join(LANES)}, got {lane!r}")
         if lane not in s.lanes:
             raise ClipTermError(f"{path}: has no lane {lane} (lanes: {', '.join(s.lanes)})")
     return s
@@ -123,10 +120,14 @@ def export_gif(
     return [out]
 
 
+SHEET_COLUMNS = 4  # lanes per row of a contact sheet
+
+
 def sheet_size(n_lanes: int, panel: int) -> tuple[int, int]:
-    """(width, height) of a contact sheet with `n_lanes` panels of `panel` pixels."""
-    width = n_lanes * panel + (n_lanes + 1) * MARGIN
-    height = MARGIN + HEADER_LINES * LINE + MARGIN + panel + MARGIN // 2 + FOOTER_LINES * LINE + MARGIN
+    """(width, height) of a contact sheet with `n_lanes` panels of `panel` pixels, 4 to a row."""
+    cols, rows = min(n_lanes, SHEET_COLUMNS), -(-n_lanes // SHEET_COLUMNS)
+    width = cols * panel + (cols + 1) * MARGIN
+    height = MARGIN + HEADER_LINES * LINE + MARGIN + rows * (panel + MARGIN // 2 + FOOTER_LINES * LINE + MARGIN)
     return width, height
 
 
@@ -141,10 +142,10 @@ def _lane_scores(arrays: dict[str, np.ndarray], steps: int) -> list[str]:
 
 
 def export_sheet(session: Path, out: Path, scale: int | None = None) -> list[Path]:
-    """Lanes A and B side by side, upscaled, with the prompt, step and scores written on the sheet."""
+    """Every lane side by side (4 to a row), upscaled, with the prompt, step and scores written on the sheet."""
     s = _open(session, None)
     out = _prepare_out(out)
-    lanes = [n for n in LANES if n in s.lanes]
+    lanes = list(s.lanes)
     size = s.arrays[lanes[0]]["image"].shape[-1]
     k = scale or auto_scale(size, SHEET_TARGET)
     panel = size * k
@@ -163,12 +164,15 @@ def export_sheet(session: Path, out: Path, scale: int | None = None) -> list[Pat
         font=font,
     )
     top = MARGIN + HEADER_LINES * LINE + MARGIN
+    row_h = panel + MARGIN // 2 + FOOTER_LINES * LINE + MARGIN
     for i, lane in enumerate(lanes):
-        x = MARGIN + i * (panel + MARGIN)
+        x = MARGIN + (i % SHEET_COLUMNS) * (panel + MARGIN)
+        top = MARGIN + HEADER_LINES * LINE + MARGIN + (i // SHEET_COLUMNS) * row_h
         img = upscale(Image.fromarray(to_uint8(s.arrays[lane]["image"])), k)
         sheet.paste(img, (x, top))
         ty = top + panel + MARGIN // 2
-        lines = [f"lane {lane.upper()}  {s.lanes[lane].preset}"] + _lane_scores(s.arrays[lane], s.steps)
+        lines = [f"lane {lane.upper()}  {s.lanes[lane].preset}", s.lanes[lane].describe()]
+        lines += _lane_scores(s.arrays[lane], s.steps)
         for j, line in enumerate(lines):
             draw.text((x, ty + j * LINE), _fit(draw, line, font, panel), fill=FG if j == 0 else DIM, font=font)
     _save(sheet, out, format="PNG")
@@ -181,8 +185,6 @@ def export(session: Path, lane: str, fmt: str, out: Path, scale: int | None = No
         raise ClipTermError(f"unknown export format {fmt!r}: use {', '.join(FORMATS)}")
     if scale is not None and not 1 <= scale <= 64:
         raise ClipTermError(f"--scale must be within 1..64, got {scale}")
-    if lane not in LANES:
-        raise ClipTermError(f"--lane must be one of {', '.join(LANES)}, got {lane!r}")
     if fmt == "png":
         return export_png(session, lane, out, scale)
     if fmt == "gif":

@@ -17,41 +17,95 @@ from typing import TYPE_CHECKING
 from clipterm.errors import ClipTermError, SessionError, err
 
 if TYPE_CHECKING:
+    from clipterm.lanespec import LaneSpec
     from clipterm.runner import Run
     from clipterm.session import Session
 
-PARAM_FLAGS = {  # flag -> LaneParams field
-    "lr": "lr",
-    "views": "views",
-    "tv_weight": "tv_weight",
-    "memory_weight": "memory_weight",
-    "temperature": "temperature",
-    "weight_decay": "weight_decay",
-    "degrees": "degrees",
-    "translate": "translate",
-    "scale_min": "scale_min",
-    "scale_max": "scale_max",
-    "flip_p": "flip_p",
-}
+PARAM_FLAGS = (  # run flags that set a lane setting of the same (short) key, on the --apply-to lanes
+    "lr",
+    "views",
+    "tv_weight",
+    "memory_weight",
+    "temperature",
+    "weight_decay",
+    "degrees",
+    "translate",
+    "scale_min",
+    "scale_max",
+    "flip_p",
+)
+DEFAULT_LANES = {"a": "unconstrained", "b": "constrained"}
 
 
-def lane_params_from_args(args: argparse.Namespace, base: dict | None = None) -> dict:
-    """Lane presets for a new session from --lanes/--mode-*, then the parameter flags applied."""
-    from clipterm.presets import preset, with_value
+def parse_lane_arg(text: str) -> tuple[str, str, list[tuple[str, str]]]:
+    """`NAME=PRESET[,key=value...]` -> (name, preset, [(key, value)...]); ClipTermError says what is wrong."""
+    from clipterm.lanespec import check_lane_name
 
-    names = args.lanes or "ab"
-    lanes = {}
-    for lane in names:
-        mode = getattr(args, f"mode_{lane}") or ("unconstrained" if lane == "a" else "constrained")
-        lanes[lane] = preset(mode)
-    for flag, field in PARAM_FLAGS.items():
-        value = getattr(args, flag)
-        if value is None:
-            continue
-        for lane in args.apply_to:
-            if lane in lanes:
-                lanes[lane] = with_value(lanes[lane], field, value)
-    return lanes
+    name, sep, rest = text.partition("=")
+    items = [x.strip() for x in rest.split(",")] if sep else []
+    if not sep or not items or not items[0] or "=" in items[0]:
+        raise ClipTermError(f"--lane {text!r}: expected NAME=PRESET[,key=value...], e.g. c=constrained,views=4")
+    pairs = []
+    for item in items[1:]:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ClipTermError(f"--lane {text!r}: {item!r} is not key=value")
+        pairs.append((key.strip(), value.strip()))
+    return check_lane_name(name.strip()), items[0], pairs
+
+
+def apply_to(args: argparse.Namespace, lanes: list[str]) -> list[str]:
+    """The lanes the parameter flags change: --apply-to as lane letters ('ab') or names ('a,c'); all by default."""
+    text = getattr(args, "apply_to", None)
+    if not text:
+        return list(lanes)
+    names = text.split(",") if "," in text or text in lanes else list(text)
+    unknown = [n for n in names if n not in lanes]
+    if unknown:
+        raise ClipTermError(
+            f"--apply-to names lane {unknown[0]!r}, which is not in this run (lanes: {', '.join(lanes)})"
+        )
+    return names
+
+
+def _with_flags(spec: LaneSpec, args: argparse.Namespace) -> LaneSpec:
+    """The parameter flags applied to one lane (a flag for a setting the lane lacks is skipped)."""
+    keys = spec.keys()
+    for flag in PARAM_FLAGS:
+        value = getattr(args, flag, None)
+        if value is not None and flag in keys:
+            spec = spec.with_value(flag, value)
+    return spec
+
+
+def _check_flags_apply(lanes: dict[str, LaneSpec], targets: list[str], args: argparse.Namespace) -> None:
+    for flag in PARAM_FLAGS:
+        if getattr(args, flag, None) is not None and not any(flag in lanes[n].keys() for n in targets):
+            raise ClipTermError(f"--{flag.replace('_', '-')}: none of the lanes {', '.join(targets)} has that setting")
+
+
+def lane_specs_from_args(args: argparse.Namespace) -> dict[str, LaneSpec]:
+    """Lanes of a new session: a and b (--lanes picks ab, a, b or none; --mode-a/-b their presets), then
+    each --lane added (or replacing a or b), then the parameter flags on the --apply-to lanes."""
+    from clipterm.lanespec import MAX_LANES, apply_pairs
+    from clipterm.presets import preset
+
+    lanes: dict[str, LaneSpec] = {}
+    letters = "" if args.lanes == "none" else (args.lanes or "ab")
+    for name in letters:
+        lanes[name] = preset(getattr(args, f"mode_{name}", None) or DEFAULT_LANES[name])
+    seen: set[str] = set()
+    for text in getattr(args, "lane", None) or []:
+        name, base, pairs = parse_lane_arg(text)
+        if name in seen:
+            raise ClipTermError(f"--lane {name}=...: lane {name!r} is given twice")
+        seen.add(name)
+        lanes[name] = apply_pairs(preset(base), pairs)  # a or b given here replaces the default
+    if len(lanes) > MAX_LANES:
+        raise ClipTermError(f"a run has at most {MAX_LANES} lanes, got {len(lanes)}")
+    targets = apply_to(args, list(lanes))
+    _check_flags_apply(lanes, targets, args)
+    return {n: _with_flags(s, args) if n in targets else s for n, s in lanes.items()}
 
 
 def open_run(args: argparse.Namespace, path: Path, log: Callable[[str], None] = err) -> Run:
@@ -69,6 +123,10 @@ def open_run(args: argparse.Namespace, path: Path, log: Callable[[str], None] = 
     if args.raw_every < 1:
         raise ClipTermError("--raw-every must be >= 1")
     autosave = Autosave(args.autosave_steps, args.autosave_seconds)
+    from clipterm import presets
+
+    for w in presets.warnings():  # a broken user preset file is skipped, and said so once per run
+        log(f"warning: {w}")
     if sess.is_session(path):
         holder = sess.lock_holder(path)
         if holder is not None:
@@ -109,7 +167,7 @@ def open_run(args: argparse.Namespace, path: Path, log: Callable[[str], None] = 
         return run
     if args.prompt is None:
         raise ClipTermError("--prompt is required for a new session")
-    lanes = lane_params_from_args(args)
+    lanes = lane_specs_from_args(args)
     if args.model:
         bundle = load_model(args.model, args.pretrained, args.device)
     else:
@@ -133,13 +191,37 @@ def open_run(args: argparse.Namespace, path: Path, log: Callable[[str], None] = 
     return run
 
 
+def _resume_specs(lanes: dict[str, LaneSpec], args: argparse.Namespace) -> dict[str, LaneSpec]:
+    """What the resume flags make of a session's lanes: presets (--mode-*, --lane), then key edits."""
+    from clipterm.lanespec import apply_pairs
+    from clipterm.presets import preset
+
+    out = dict(lanes)
+    for name in out:
+        mode = getattr(args, f"mode_{name}", None)
+        if mode and mode != out[name].preset:
+            out[name] = preset(mode)
+    for text in getattr(args, "lane", None) or []:
+        name, base, pairs = parse_lane_arg(text)
+        if name not in out:
+            raise ClipTermError(
+                f"--lane {name}=...: the session has no lane {name!r} (lanes: {', '.join(out)}); "
+                f"a session's lanes are fixed when it is made"
+            )
+        spec = preset(base) if base != out[name].preset else out[name]
+        out[name] = apply_pairs(spec, pairs)
+    targets = apply_to(args, list(out))
+    _check_flags_apply(out, targets, args)
+    return {n: _with_flags(s, args) if n in targets else s for n, s in out.items()}
+
+
 def _check_resume_flags(s: Session, args: argparse.Namespace) -> None:
     """Refuse resume flags that cannot apply, before the session is locked or anything is written.
 
     A session's seed and lanes are fixed when it is made; every other flag is validated here the
-    way apply_resume_flags will apply it (prompt, presets, then parameters on top).
+    way apply_resume_flags will apply it (prompt, presets, then settings on top; settings that
+    cannot change on a live lane are refused).
     """
-    from clipterm.presets import preset, with_value
     from clipterm.prompts import parse_prompt
 
     if args.seed is not None and args.seed != s.seed:
@@ -147,20 +229,33 @@ def _check_resume_flags(s: Session, args: argparse.Namespace) -> None:
             f"{s.path}: --seed {args.seed} differs from the session's seed {s.seed}; a session's "
             f"seed is fixed when it is made"
         )
-    if args.lanes is not None and set(args.lanes) != set(s.lanes):
+    if args.lanes is not None and set(args.lanes.replace("none", "")) != set(s.lanes) & {"a", "b"}:
         raise SessionError(
             f"{s.path}: --lanes {args.lanes} differs from the session's lanes "
-            f"{''.join(s.lanes)}; a session's lanes are fixed when it is made"
+            f"{','.join(s.lanes)}; a session's lanes are fixed when it is made"
         )
     if args.prompt is not None:
         parse_prompt(args.prompt)
-    for lane, params in s.lanes.items():
-        mode = getattr(args, f"mode_{lane}", None)
-        p = preset(mode) if mode and mode != params.preset else params
-        for flag, field in PARAM_FLAGS.items():
-            value = getattr(args, flag, None)
-            if value is not None and lane in args.apply_to:
-                p = with_value(p, field, value)
+    from clipterm.presets import preset
+
+    wanted = _resume_specs(dict(s.lanes), args)
+    for name, spec in wanted.items():
+        before = preset(spec.preset) if spec.preset != s.lanes[name].preset else s.lanes[name]
+        fixed = _fixed_changes(before, spec)
+        if fixed:
+            raise SessionError(f"{s.path}: lane {name}: {fixed} cannot change on a running lane; start a new session")
+
+
+def _fixed_changes(before: LaneSpec, after: LaneSpec) -> str:
+    """The first non-live setting that differs between two specs of the same parts, or ''."""
+    if before.param.name != after.param.name or [p.name for p in before.transforms] != [
+        p.name for p in after.transforms
+    ]:
+        return "the parts"
+    for key, (_, _, rule) in before.keys().items():
+        if "." in key and not rule.live and before.value(key) != after.value(key):
+            return key
+    return ""
 
 
 def apply_resume_flags(run: Run, args: argparse.Namespace) -> None:
@@ -169,24 +264,18 @@ def apply_resume_flags(run: Run, args: argparse.Namespace) -> None:
     A flag equal to the current value changes and records nothing, so repeating the command that
     made a session resumes it exactly.
     """
-    from clipterm.presets import with_value
-
     e = run.engine
     if args.prompt is not None and args.prompt != e.prompt:
         e.set_prompt(args.prompt)
-    for lane in e.lanes:
-        mode = getattr(args, f"mode_{lane}", None)
-        if mode and mode != e.lanes[lane].params.preset:
-            e.set_preset(lane, mode)
-    for flag, field in PARAM_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is None:
-            continue
-        for lane in args.apply_to:
-            if lane in e.lanes:
-                current = e.lanes[lane].params
-                if getattr(with_value(current, field, value), field) != getattr(current, field):
-                    e.set_param(lane, field, value)
+    current = {name: ln.spec for name, ln in e.lanes.items()}
+    wanted = _resume_specs(current, args)
+    for name, spec in wanted.items():
+        if spec.preset != current[name].preset:
+            e.set_preset(name, spec.preset)
+        live = e.lanes[name].spec
+        for key, _, _ in live.live_keys():
+            if live.value(key) != spec.value(key):
+                e.set_param(name, key, spec.value(key))
     if args.eval_every is not None and args.eval_every != e.eval_every:
         e.changes.append(
             {"step": e.step_count, "lane": "*", "key": "eval_every", "old": e.eval_every, "new": args.eval_every}

@@ -16,8 +16,9 @@ import numpy as np
 from clipterm import session as sess
 from clipterm.engine import Engine
 from clipterm.errors import ClipTermError, SessionError
+from clipterm.lanespec import LaneSpec
 from clipterm.models import BUNDLED, ModelBundle, load_model
-from clipterm.presets import LaneParams, ParamError
+from clipterm.parts.base import ParamError
 from clipterm.probes import Probe
 
 
@@ -67,12 +68,22 @@ def load_session_model(model: dict, device: str | None) -> ModelBundle:
 def check_fits(s: sess.Session, bundle: ModelBundle) -> None:
     """Refuse resuming canvases of another size than the model's input (that needs --retarget)."""
     for name, arrays in s.arrays.items():
-        if arrays["param"].shape != (3, bundle.image_size, bundle.image_size):
+        if arrays["image"].shape != (3, bundle.image_size, bundle.image_size):
             raise SessionError(
-                f"{s.path / sess.lane_dir_name(name) / 'param.npy'}: canvas "
-                f"{arrays['param'].shape[1]}px does not fit {bundle.name}'s "
+                f"{s.path / sess.lane_dir_name(name) / 'image.npy'}: canvas "
+                f"{arrays['image'].shape[1]}px does not fit {bundle.name}'s "
                 f"{bundle.image_size}px input (pass --retarget to resize it)"
             )
+
+
+def extra_models(lanes: dict[str, LaneSpec], bundle: ModelBundle) -> dict[str, ModelBundle]:
+    """The models that lanes' ensembles name besides the run's own, loaded on the run's device."""
+    names = sorted({m for spec in lanes.values() for m in spec.models() if m not in ("", bundle.name)})
+    return {m: load_model(m, None, str(bundle.device)) for m in names}
+
+
+def new_engine(bundle: ModelBundle, prompt: str, lanes: dict[str, LaneSpec], seed: int, eval_every: int) -> Engine:
+    return Engine(bundle, prompt, lanes, seed=seed, eval_every=eval_every, models=extra_models(lanes, bundle))
 
 
 def same_model(record: dict, name: str, pretrained: str | None) -> bool:
@@ -120,7 +131,7 @@ class Run:
         path: Path,
         bundle: ModelBundle,
         prompt: str,
-        lanes: dict[str, LaneParams],
+        lanes: dict[str, LaneSpec],
         seed: int,
         eval_every: int = 50,
         frame_every: int = 10,
@@ -128,7 +139,7 @@ class Run:
     ) -> Run:
         path = Path(path)
         _check_new_session_dir(path)
-        engine = Engine(bundle, prompt, lanes, seed=seed, eval_every=eval_every)
+        engine = new_engine(bundle, prompt, lanes, seed, eval_every)
         run = cls(path, engine, autosave, frame_every)
         run.lock.acquire()
         try:
@@ -145,79 +156,66 @@ class Run:
     def resume(cls, path: Path, bundle: ModelBundle, autosave: Autosave | None = None) -> Run:
         """Reopen a saved session with `bundle` (which the caller checked is the session's model).
 
-        The session is read again under the lock: the previous holder may have saved over what the
-        caller validated before locking.
+        The session is read again under the lock: the previous holder may have saved since the
+        caller validated it.
         """
-        path = Path(path)
-        lock = sess.SessionLock(path).acquire()
-        try:
-            s = sess.load(path)
-            engine = Engine(bundle, s.prompt, dict(s.lanes), seed=s.seed, eval_every=s.eval_every)
-            check_fits(s, bundle)
-            for name, arrays in s.arrays.items():
-                _load_lane(engine, path, name, arrays)
-            engine.changes = list(s.changes)
-            run = cls(path, engine, autosave, s.frame_every, created=s.created, theme=s.theme)
-            run.lock = lock
-            engine.probe.load(s.arrays)
-        except BaseException:
-            lock.release()
-            raise
-        for name, (frames, steps) in s.frames.items():
-            run.frames[name] = list(frames)
-            run.frame_steps[name] = [int(x) for x in steps]
-        run.saved_step = engine.step_count
-        run.saved_changes = len(engine.changes)
-        return run
+        return cls._open(path, bundle, autosave, refit=False)
 
     @classmethod
     def retarget(cls, path: Path, bundle: ModelBundle, autosave: Autosave | None = None) -> Run:
-        """Continue a session on another model (or changed weights): canvases, history and frames carry
-        over (resized if the input size differs); optimizer state and best-so-far restart.
+        """Continue a session on another model (or changed weights): pictures, history and frames carry
+        over (resized if the input size differs, each lane's parameterization refitted); optimizer
+        state and best-so-far restart, and the change of model is recorded."""
+        return cls._open(path, bundle, autosave, refit=True)
 
-        The session is read again under the lock.
-        """
-        import torch
-
+    @classmethod
+    def _open(cls, path: Path, bundle: ModelBundle, autosave: Autosave | None, refit: bool) -> Run:
         path = Path(path)
         lock = sess.SessionLock(path).acquire()
         try:
             s = sess.load(path)
-            engine = Engine(bundle, s.prompt, dict(s.lanes), seed=s.seed, eval_every=s.eval_every)
-            size = bundle.image_size
-            for name, arrays in s.arrays.items():
-                x = torch.from_numpy(arrays["param"])[None]
-                if x.shape[-1] != size:
-                    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-                canvas = x[0].numpy().astype(np.float32)
-                zeros = np.zeros_like(canvas)
-                state = dict(
-                    arrays,
-                    param=canvas,
-                    best=canvas,
-                    opt_step=np.array(0, np.float32),
-                    opt_exp_avg=zeros,
-                    opt_exp_avg_sq=zeros,
-                    best_loss=np.array(np.inf, np.float32),
-                )
-                _load_lane(engine, path, name, state)
-            old, new = s.model["name"], bundle.name
-            if old == new:  # same model, changed weights: record which checkpoints
-                old = f"{old}@{str(s.model.get('sha256', ''))[:12]}"
-                new = f"{new}@{str(bundle.sha256 or '')[:12]}"
-            engine.changes = list(s.changes) + [{"step": s.steps, "lane": "*", "key": "model", "old": old, "new": new}]
+            if not refit:
+                check_fits(s, bundle)
+            engine = new_engine(bundle, s.prompt, dict(s.lanes), s.seed, s.eval_every)
             run = cls(path, engine, autosave, s.frame_every, created=s.created, theme=s.theme)
             run.lock = lock
-            side = min(sess.FRAME_SIZE, size)
-            for name, (frames, at) in s.frames.items():
-                run.frames[name] = [f if f.shape[0] == side else _resize_frame(f, side) for f in frames]
-                run.frame_steps[name] = [int(x) for x in at]
-            run._capture()
-            run.save()
+            run.restore(s, refit=refit)
+            if refit:
+                old, new = s.model["name"], bundle.name
+                if old == new:  # same model, changed weights: record which checkpoints
+                    old = f"{old}@{str(s.model.get('sha256', ''))[:12]}"
+                    new = f"{new}@{str(bundle.sha256 or '')[:12]}"
+                engine.changes.append({"step": s.steps, "lane": "*", "key": "model", "old": old, "new": new})
+                run._capture()
+                run.save()
         except BaseException:
             lock.release()
             raise
         return run
+
+    def restore(self, s: sess.Session, refit: bool = False) -> None:
+        """Make the run exactly what session `s` holds: prompt, lanes (specs and state), change history,
+        probe records and frames. The one path behind resume, retarget and the app's rollback.
+
+        refit: the session was made on another model: each lane's picture is resized to this
+        model's input and its parameterization fitted to it; history, evaluations and view
+        generator carry over, the optimizer and best-so-far start afresh.
+        """
+        e = self.engine
+        if s.prompt != e.prompt:
+            e.set_prompt(s.prompt, record=False)
+        e.rebuild_lanes(dict(s.lanes))
+        for name, arrays in s.arrays.items():
+            _load_lane(e, self.path, name, arrays, refit)
+        e.changes = list(s.changes)
+        if e.probe is not None and not refit:
+            e.probe.load(s.arrays)  # layer-probe records, back to the same step
+        side = min(sess.FRAME_SIZE, e.bundle.image_size)
+        for name, (frames, at) in s.frames.items():
+            self.frames[name] = [f if f.shape[0] == side else _resize_frame(f, side) for f in frames]
+            self.frame_steps[name] = [int(x) for x in at]
+        self.saved_step = e.step_count
+        self.saved_changes = len(e.changes)
 
     def close(self) -> None:
         self.lock.release()
@@ -289,7 +287,7 @@ class Run:
             prompt=e.prompt,
             seed=e.seed,
             model=model_record(e.bundle),
-            lanes={n: ln.params for n, ln in e.lanes.items()},
+            lanes={n: ln.spec for n, ln in e.lanes.items()},
             steps=self.steps,
             arrays=arrays,
             frames=frames,
@@ -327,10 +325,13 @@ def _check_new_session_dir(path: Path) -> None:
         raise SessionError(f"{path}: exists and is not an empty directory or a clipterm session")
 
 
-def _load_lane(engine: Engine, path: Path, name: str, arrays: dict[str, np.ndarray]) -> None:
-    """engine.load_lane_state, with a refusal that names the session file (e.g. a bad RNG state)."""
+def _load_lane(engine: Engine, path: Path, name: str, arrays: dict[str, np.ndarray], refit: bool) -> None:
+    """engine.load_lane_state (or refit_lane), with a refusal that names the session file."""
     try:
-        engine.load_lane_state(name, arrays)
+        if refit:
+            engine.refit_lane(name, arrays)
+        else:
+            engine.load_lane_state(name, arrays)
     except ParamError as e:  # the only ParamError load_lane_state raises is about the generator state
         raise SessionError(f"{path / sess.lane_dir_name(name) / 'rng.npy'}: {e}") from None
     except ClipTermError as e:

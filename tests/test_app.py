@@ -86,7 +86,7 @@ async def test_panes_titles_and_status(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)
             assert app.query_one("#prompt-pane").border_title == "Prompt"
-            assert app.query_one(ParamsPane).border_title == "Parameters · lane A · unconstrained"
+            assert app.query_one(ParamsPane).border_title == "Parameters · lane A · unconstrained · pixel"
             assert app.query_one("#frame-0").border_title.startswith("Frame A · unconstrained · step 0 · sim")
             assert app.query_one("#similarity").border_title == "Similarity"
             assert app.query_one("#log").border_title == "Log"
@@ -123,7 +123,7 @@ async def test_toggle_lane_changes_frame_and_parameters(tmp_path):
             assert not np.array_equal(np.asarray(image.image), shown_a)
             await pilot.pause()
             assert screen_rows(app, image) != screen_a  # and it reached the screen, not just the widget
-            assert app.query_one(ParamsPane).border_title == "Parameters · lane B · constrained"
+            assert app.query_one(ParamsPane).border_title == "Parameters · lane B · constrained · pixel"
             assert app.query_one("#sim-b").has_class("-active")
             await pilot.press("t")
             assert app.active == "a" and frame.lane == "a"
@@ -215,34 +215,34 @@ async def test_parameter_edit_reaches_engine_and_invalid_is_refused(tmp_path):
             await pilot.press(*"1000", "enter")
             err = app.query_one("#param-error")
             assert err.display and "lr must be within" in str(err.render())
-            assert e.lanes["a"].params.lr == 0.05 and editor.has_focus
+            assert e.lanes["a"].spec.value("lr") == 0.05 and editor.has_focus
             await pilot.press("ctrl+u", *"0.2", "enter")
-            await until(pilot, lambda: e.lanes["a"].params.lr == 0.2, what="lr edit")
+            await until(pilot, lambda: e.lanes["a"].spec.value("lr") == 0.2, what="lr edit")
             assert e.lanes["a"].optimizer.param_groups[0]["lr"] == 0.2
-            assert e.lanes["b"].params.lr == 0.05
+            assert e.lanes["b"].spec.value("lr") == 0.05
             assert e.changes[-1] == {"step": 0, "lane": "a", "key": "lr", "old": 0.05, "new": 0.2}
             await until(pilot, lambda: table.get_cell("lr", "value") == "0.2")
             assert table.has_focus and not err.display
             assert "lane A: lr 0.05 → 0.2" in log_text(app)
             # the active lane is the one edited
             await pilot.press("ctrl+t", "down", "down", "enter", "ctrl+u", "4", "enter")  # 'views' of lane B
-            await until(pilot, lambda: e.lanes["b"].params.views == 4, what="views edit on B")
-            assert e.lanes["a"].params.views == 1
+            await until(pilot, lambda: e.lanes["b"].spec.value("views") == 4, what="views edit on B")
+            assert e.lanes["a"].spec.value("views") == 1
             # escape abandons an edit
             await pilot.press("enter", "9", "escape")
-            assert table.has_focus and e.lanes["b"].params.views == 4
+            assert table.has_focus and e.lanes["b"].spec.value("views") == 4
             # the preset row takes a preset name
             await pilot.press("home", "ctrl+home", "enter", *"foo", "enter")
             assert "unknown preset 'foo'" in str(err.render())
             await pilot.press("ctrl+u", *"self-guided", "enter")
-            await until(pilot, lambda: e.lanes["b"].params.preset == "self-guided", what="preset edit")
+            await until(pilot, lambda: e.lanes["b"].spec.preset == "self-guided", what="preset edit")
             await until(pilot, lambda: table.has_focus, what="editor closed")
             assert table.get_cell("preset", "value") == "self-guided"
             await step(pilot)
             await pilot.press("ctrl+s")
             await until(pilot, lambda: "saved at step 1" in log_text(app))
         s = sess.load(tmp_path / "s", with_arrays=False)
-        assert s.lanes["a"].lr == 0.2 and s.lanes["b"].preset == "self-guided"  # a preset resets its values
+        assert s.lanes["a"].value("lr") == 0.2 and s.lanes["b"].preset == "self-guided"  # a preset resets its values
         assert [c["key"] for c in s.changes] == ["lr", "views", "preset"]
     finally:
         close(app)
@@ -255,10 +255,10 @@ async def test_m_flips_preset(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)
             await pilot.press("m")
-            await until(pilot, lambda: e.lanes["a"].params.preset == "constrained")
+            await until(pilot, lambda: e.lanes["a"].spec.preset == "constrained")
             await until(pilot, lambda: "· constrained ·" in app.query_one("#frame-0").border_title)
             await pilot.press("m")
-            await until(pilot, lambda: e.lanes["a"].params.preset == "unconstrained")
+            await until(pilot, lambda: e.lanes["a"].spec.preset == "unconstrained")
             assert "lane A: preset constrained → unconstrained" in log_text(app)
             await until(pilot, lambda: "· unconstrained ·" in app.query_one("#frame-0").border_title)
     finally:
@@ -275,7 +275,7 @@ async def test_m_pressed_twice_at_once_flips_twice(tmp_path):
             for _ in range(3):  # three presses handled before any new snapshot can arrive
                 app.action_flip_mode()
             await until(pilot, lambda: log_text(app).count("lane A: preset") == 3, what="three flips")
-            assert e.lanes["a"].params.preset == "constrained"
+            assert e.lanes["a"].spec.preset == "constrained"
             flips = [c for c in e.changes if c["key"] == "preset"]
             assert [(c["old"], c["new"]) for c in flips] == [
                 ("unconstrained", "constrained"),
@@ -293,14 +293,14 @@ async def test_prompt_apply_reencodes(tmp_path, shapes_a):
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)
             await step(pilot)
-            before = e._text.clone()
+            before = e.text_features().clone()
             await pilot.press("p")
             field = app.query_one(PromptInput)
             assert field.has_focus
             await pilot.press("ctrl+u", *"a blue square on a white background", "enter")
             await until(pilot, lambda: e.prompt == "a blue square on a white background", what="prompt")
-            assert not torch.equal(before, e._text)
-            assert torch.allclose(e._text, shapes_a.encode_text(["a blue square on a white background"]))
+            assert not torch.equal(before, e.text_features())
+            assert torch.allclose(e.text_features(), shapes_a.encode_text(["a blue square on a white background"]))
             assert e.lanes["a"].steps == 1  # continues from the current canvas
             assert "prompt: 'a red circle on a black background' → 'a blue square" in log_text(app)
             await pilot.press("ctrl+u", *"nothing:0", "enter")
@@ -475,7 +475,7 @@ async def test_footer_and_palette_reach_every_action(tmp_path):
                     assert any(c.startswith(k.label + ":") for c in commands), k.label
             assert {"Theme: clipterm-midnight", "Theme: clipterm-paper", "Theme: clipterm-phosphor"} <= set(commands)
             await pilot.press("ctrl+p")
-            await pilot.press(*"Split: split view")
+            await pilot.press(*"Split: all lanes")
             await pilot.pause(0.3)
             await pilot.press("enter")
             await until(pilot, lambda: app.split, what="split via palette")
@@ -529,7 +529,7 @@ async def test_out_of_memory_in_worker_keeps_app_up(tmp_path, monkeypatch):
             assert "rolled back to the last save (step 0)" in log_text(app)
             assert app.is_running and run.steps == 0
             await pilot.press("down", "down", "down", "enter", "ctrl+u", "2", "enter")  # 'views'
-            await until(pilot, lambda: run.engine.lanes["a"].params.views == 2)
+            await until(pilot, lambda: run.engine.lanes["a"].spec.value("views") == 2)
             await step(pilot, 2)
             assert app.snapshot.steps == 2
     finally:
@@ -547,11 +547,11 @@ async def test_nan_canvas_rolls_back_to_last_save(tmp_path):
             await until(pilot, lambda: "saved at step 2" in log_text(app))
             await step(pilot)
             with torch.no_grad():  # the worker is idle (paused): poison lane A as a diverging lr would
-                e.lanes["a"].param.fill_(float("nan"))
+                e.lanes["a"].image.tensors["param"].fill_(float("nan"))
             await pilot.press("full_stop")
             await until(pilot, lambda: "NaN" in log_text(app), what="NaN reported")
             await until(pilot, lambda: "rolled back" in log_text(app))
-            assert e.step_count == 2 and torch.isfinite(e.lanes["a"].param).all()
+            assert e.step_count == 2 and torch.isfinite(e.lanes["a"].image.tensors["param"]).all()
             assert app.is_running
             await step(pilot)
             assert np.isfinite(e.lanes["a"].history[:, 0]).all()
@@ -792,7 +792,7 @@ async def test_value_typed_in_a_burst_after_enter_lands_in_the_editor(tmp_path):
                 ("enter", "\r"),
             ]:
                 app.post_message(events.Key(key, ch))
-            await until(pilot, lambda: app.run_.engine.lanes["a"].params.lr == 0.02, what="lr edit applied")
+            await until(pilot, lambda: app.run_.engine.lanes["a"].spec.value("lr") == 0.02, what="lr edit applied")
             await pilot.pause(0.2)
             assert app.snapshot.steps == 0 and app.active == "a"  # the '.' was text, not 'step once'
             assert not app.query_one(ParamsPane).editing
@@ -843,3 +843,58 @@ async def test_refused_prompt_survives_leaving_the_field(tmp_path):
             assert not reason.display
     finally:
         close(app)
+
+
+# ---------------------------------------------------------------------------- many lanes, old sessions
+FIVE = ["--lane", "c=constrained,param=fourier", "--lane", "d=constrained,param=pyramid", "--lane", "e=self-guided"]
+
+
+async def test_five_lanes_cycle_jump_and_show_a_grid_in_pages(tmp_path):
+    app = make_app(tmp_path / "s", *FIVE)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            assert app.lanes == ("a", "b", "c", "d", "e") and app.active == "a"
+            await pilot.press("t", "t")
+            assert app.active == "c"
+            await until(pilot, lambda: "fourier" in app.query_one(ParamsPane).border_title, what="params follow")
+            assert "spectrum" not in app.query_one(ParamTable).rows  # live settings only, no tensors
+            await pilot.press("5")
+            assert app.active == "e"
+            await pilot.press("t")
+            assert app.active == "a"  # the cycle wraps
+            await pilot.press("9")  # no lane 9: a warning, nothing changes
+            assert app.active == "a"
+            await pilot.press("vertical_line")
+            frames = list(app.query("FrameView"))
+            assert len(frames) == 4 and app.query_one("#frames").has_class("-grid")
+            await until(pilot, lambda: [f.lane for f in frames] == ["a", "b", "c", "d"], what="page 1")
+            assert all(f.display for f in frames)
+            await pilot.press("5")  # the grid turns to the active lane's page
+            await until(pilot, lambda: frames[0].lane == "e", what="page 2")
+            assert frames[0].display and not any(f.display for f in frames[1:])
+            assert "page 2/2" in str(app.query_one("#status").render())
+    finally:
+        close(app)
+
+
+async def test_a_format_1_session_opens_shows_and_resumes_in_the_app(tmp_path):
+    import shutil
+
+    path = tmp_path / "v1"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "v1-session", path)
+    app = make_app(path)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            assert app.lanes == ("a", "b") and app.snapshot.steps == 20
+            assert app.snapshot.lanes["a"].preview is not None
+            assert app.query_one("#frame-0").border_title.startswith("Frame A · unconstrained · step 20")
+            await step(pilot, 2)
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: "saved at step 22" in log_text(app))
+    finally:
+        close(app)
+    s = sess.load(path)
+    assert s.steps == 22 and s.lanes["b"].value("views") == 2
+    assert sess.read_toml(path)["format_version"] == sess.FORMAT_VERSION == 2

@@ -40,7 +40,7 @@ def test_run_writes_the_documented_outputs(tmp_path, capsys):
     meta = tomllib.loads((out / "session.toml").read_text())
     assert meta["prompt"] == PROMPT and meta["steps"] == 30 and meta["model"]["name"] == "shapes-a"
     assert meta["lanes"]["a"]["preset"] == "unconstrained" and meta["lanes"]["b"]["preset"] == "constrained"
-    assert meta["lanes"]["b"]["views"] == 2
+    assert meta["lanes"]["b"]["views"]["views"] == 2
     for lane in "ab":
         d = out / f"lane-{lane}"
         img = np.load(d / "image.npy", allow_pickle=False)
@@ -90,7 +90,7 @@ BAD_ARGS = [
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--lr", "-1"], "lr must be within"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--lr", "nan"], "lr must be finite"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--views", "0"], "views must be within"),
-    (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--views", "2.5"], "views must be int"),
+    (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--views", "2.5"], "views must be a whole number"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--scale-min", "1.5"], "scale_min"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--lanes", "c"], "--lanes"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--seed", "-1"], "seed"),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clipterm.engine import Engine, EngineError
-from clipterm.presets import preset, with_value
+from clipterm.presets import preset
 
 PROMPT = "a yellow square on a black background"
 
@@ -25,18 +25,18 @@ def _limit_batch(engine: Engine, limit: int, seen: list[int]) -> None:
 
 
 def test_out_of_memory_halves_views_and_retries_the_same_step(shapes_a):
-    lanes = {"a": preset("unconstrained"), "b": with_value(preset("constrained"), "views", 8)}
+    lanes = {"a": preset("unconstrained"), "b": preset("constrained").with_value("views", 8)}
     e = Engine(shapes_a, PROMPT, lanes, seed=9, eval_every=0)
     seen: list[int] = []
     _limit_batch(e, 5, seen)
     e.step(6)
     e.flush()
     assert seen[:3] == [10, 6, 4] and set(seen[3:]) == {4}
-    assert e.lanes["b"].params.views == 2 and e.step_count == 6
+    assert e.lanes["b"].spec.views.views == 2 and e.step_count == 6
     assert sum("halved" in w for w in e.warnings) == 2
     assert [c["new"] for c in e.changes if c["key"] == "views"] == [4, 2]
     # The failed attempts did not consume randomness: identical to starting at 2 views.
-    ref = Engine(shapes_a, PROMPT, {"a": lanes["a"], "b": with_value(lanes["b"], "views", 2)}, seed=9, eval_every=0)
+    ref = Engine(shapes_a, PROMPT, {"a": lanes["a"], "b": lanes["b"].with_value("views", 2)}, seed=9, eval_every=0)
     ref.step(6)
     np.testing.assert_allclose(e.shown("b"), ref.shown("b"), atol=1e-6)
 
@@ -120,7 +120,7 @@ def test_cpu_paths_leave_other_towers_alone(shapes_b):
 
 def test_compiled_engine_tracks_eager(shapes_a):
     """--compile (torch.compile of the image tower, CPU fast paths included) follows the eager trajectory."""
-    lanes = {"a": preset("unconstrained"), "b": with_value(preset("constrained"), "views", 2)}
+    lanes = {"a": preset("unconstrained"), "b": preset("constrained").with_value("views", 2)}
     runs = {}
     for compiled in (False, True):
         e = Engine(shapes_a, PROMPT, lanes, seed=5, eval_every=0, compile=compiled)

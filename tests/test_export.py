@@ -59,7 +59,7 @@ def test_contact_sheet_has_both_lanes_and_text(session, tmp_path, capsys):
     code, _, err = run_main(capsys, "export", session, "--format", "sheet", "--out", out)
     assert code == 0, err
     sheet = Image.open(out)
-    assert sheet.format == "PNG" and sheet.size == ex.sheet_size(2, 256) == (548, 388)
+    assert sheet.format == "PNG" and sheet.size == ex.sheet_size(2, 256) == (548, 406)
     arr = np.asarray(sheet.convert("RGB"))
     top = ex.MARGIN + ex.HEADER_LINES * ex.LINE + ex.MARGIN
     for i, lane in enumerate("ab"):
@@ -90,7 +90,7 @@ def test_one_lane_sheet(one_lane, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--lane", "c"], "--lane must be one of a, b"),
+        (["--lane", "c"], "has no lane c (lanes: a, b)"),
         (["--format", "jpeg"], "unknown export format"),
         (["--format", "png", "--scale", "0"], "--scale"),
     ],

@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from sessionkit import clipterm
 
 PROMPT = "a red circle on a black background"

@@ -55,7 +55,7 @@ def test_probing_leaves_the_trajectory_bit_identical(shapes_a):
     plain.step(3)
     probed.step(3)
     for lane in "ab":
-        assert torch.equal(plain.lanes[lane].param, probed.lanes[lane].param)
+        assert torch.equal(plain.lanes[lane].image.tensors["param"], probed.lanes[lane].image.tensors["param"])
     plain.flush()
     probed.flush()
     assert np.array_equal(plain.lanes["a"].history, probed.lanes["a"].history)
@@ -66,7 +66,7 @@ def test_canvas_row_is_the_image_gradient_and_lanes_are_split(shapes_a):
     both.step(1)
     ln = both.lanes["a"]
     rec = both.probe.lane_arrays("a")["probes"][0]
-    g = ln.param.grad
+    g = ln.image.tensors["param"].grad
     assert rec[0, COL["grad_norm"]] == pytest.approx(float(g.norm()), rel=1e-5)
     assert rec[0, COL["grad_mean"]] == pytest.approx(float(g.mean()), rel=1e-4, abs=1e-9)
     # lane A's slice of every block's statistics is what lane A alone produces

@@ -141,7 +141,7 @@ def _mistyped_key(s: Path, out: Path) -> None:
 
 
 def _mistyped_param(s: Path, out: Path) -> None:
-    edit_toml(s, lambda d: d["lanes"]["a"].__setitem__("lr", "fast"))
+    edit_toml(s, lambda d: d["lanes"]["a"]["optim"].__setitem__("lr", "fast"))
 
 
 def _preset_not_string(s: Path, out: Path) -> None:
@@ -149,7 +149,19 @@ def _preset_not_string(s: Path, out: Path) -> None:
 
 
 def _unknown_lane(s: Path, out: Path) -> None:
-    edit_toml(s, lambda d: d["lanes"].__setitem__("c", {"preset": "constrained"}))
+    edit_toml(s, lambda d: d["lanes"].__setitem__("c", {**d["lanes"]["a"], "dir": "lane-c"}))
+
+
+def _unknown_part(s: Path, out: Path) -> None:
+    edit_toml(s, lambda d: d["lanes"]["b"]["transforms"][0].__setitem__("kind", "swirl"))
+
+
+def _unknown_field(s: Path, out: Path) -> None:
+    edit_toml(s, lambda d: d["lanes"]["b"]["param"].__setitem__("sharpness", 2.0))
+
+
+def _bad_lane_name(s: Path, out: Path) -> None:
+    edit_toml(s, lambda d: d["lanes"].__setitem__("../x", d["lanes"].pop("b")))
 
 
 def _summary_not_number(s: Path, out: Path) -> None:
@@ -278,9 +290,12 @@ CASES: dict[str, tuple[Callable[[Path, Path], None], tuple[str, ...], tuple[str,
     "toml-too-large": (_toml_too_large, ("session.toml", "too large"), BOTH),
     "missing-key": (_missing_key, ("session.toml", "missing key 'steps'"), BOTH),
     "mistyped-key": (_mistyped_key, ("session.toml", "'seed' must be int"), BOTH),
-    "mistyped-param": (_mistyped_param, ("session.toml", "lane a: lr must be float"), BOTH),
+    "mistyped-param": (_mistyped_param, ("session.toml", "lane a:", "lr must be a number"), BOTH),
     "preset-not-string": (_preset_not_string, ("session.toml", "'preset' must be a string"), BOTH),
-    "unknown-lane": (_unknown_lane, ("session.toml", "[lanes] must hold"), BOTH),
+    "unknown-lane": (_unknown_lane, ("session.toml", "[files] does not list lane-c/"), BOTH),
+    "unknown-part": (_unknown_part, ("session.toml", "lane b:", "unknown transform 'swirl'"), BOTH),
+    "unknown-field": (_unknown_field, ("session.toml", "lane b:", "unknown field 'sharpness'"), BOTH),
+    "bad-lane-name": (_bad_lane_name, ("session.toml", "lane name"), BOTH),
     "summary-not-number": (_summary_not_number, ("session.toml", "'last_similarity' must be a finite"), BOTH),
     "change-after-last-step": (_change_in_future, ("session.toml", "changes[0] 'step'"), BOTH),
     "future-format-version": (_future_version, ("session.toml", "format_version 99", "newer clipterm"), BOTH),

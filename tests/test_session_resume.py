@@ -267,3 +267,40 @@ def test_stress_sigkill_at_20_moments_resumes_exactly(reference, server, tmp_pat
     assert proc.returncode == 0, proc.stderr
     assert_same(lane_arrays(path), reference)
     assert read_doc(path)["changes"] == []
+
+
+# One lane of each kind of part: the parameterizations, every transform, a schedule, an ensemble.
+KINDS = [
+    "--lanes",
+    "none",
+    "--lane",
+    "f=constrained,param=fourier,views=2,transforms=pad+jitter+affine+noise",
+    "--lane",
+    "p=constrained,param=pyramid,views=2,transforms=cutouts,schedule=cosine,warmup=3",
+    "--lane",
+    "e=self-guided,models=shapes-a+shapes-b",
+]
+KIND_STEPS = 12
+
+
+def test_every_kind_of_lane_resumes_exactly_after_a_split_run_and_after_sigkill(server, tmp_path):
+    one_go = tmp_path / "one"
+    proc = clipterm(*run_args(one_go, KIND_STEPS), *KINDS)
+    assert proc.returncode == 0, proc.stderr
+    want = lane_arrays(one_go)
+    assert {"lane-f/spectrum.npy", "lane-p/level1.npy", "lane-p/opt_exp_avg_sq_level64.npy"} <= set(want)
+    split = tmp_path / "split"
+    for steps in (KIND_STEPS // 2, KIND_STEPS):
+        proc = clipterm(*run_args(split, steps), *KINDS)
+        assert proc.returncode == 0, proc.stderr
+    assert_same(lane_arrays(split), want)
+    killed = tmp_path / "killed"
+    child = server.start(*run_args(killed, KIND_STEPS), *KINDS)
+    assert child.wait_for("saved 5")
+    child.kill()  # in the middle of the steps after the first autosave
+    assert child.wait() == -signal.SIGKILL
+    assert sess.load(killed).steps >= 5
+    proc = clipterm(*run_args(killed, KIND_STEPS), *KINDS)  # resume: the same flags change nothing
+    assert proc.returncode == 0, proc.stderr
+    assert_same(lane_arrays(killed), want)
+    assert read_doc(killed)["changes"] == []

@@ -14,7 +14,7 @@ from clipterm import shapes
 from clipterm.engine import Engine
 from clipterm.judge import Judge
 from clipterm.models import BUNDLED, bundled_dir
-from clipterm.presets import preset, with_value
+from clipterm.presets import preset
 
 
 def test_base_world_is_rendered_as_specified():
@@ -132,7 +132,7 @@ def test_seed_004_finding(shapes_a, shapes_b):
     judge = Judge(shapes_b)
     lanes = {
         "a": preset("unconstrained"),
-        "b": with_value(with_value(preset("constrained"), "views", 8), "tv_weight", 1e-3),
+        "b": preset("constrained").with_value("views", 8).with_value("tv_weight", 1e-3),
     }
     own = {"a": [], "b": []}
     judged = {"a": [], "b": []}

@@ -29,7 +29,7 @@ from textual.message import Message
 from clipterm import session as sess
 from clipterm.engine import EngineError
 from clipterm.errors import ClipTermError, SessionError
-from clipterm.presets import LaneParams
+from clipterm.lanespec import LANE_NAME, LaneSpec
 from clipterm.probes import STAT_COLUMNS, layer_rows
 from clipterm.runner import Run
 
@@ -53,7 +53,7 @@ class LaneView:
     """One lane as of a snapshot; plain host data only."""
 
     name: str
-    params: LaneParams
+    spec: LaneSpec
     sims: np.ndarray  # last SPARK_POINTS raw similarities
     current: float | None
     best: float | None
@@ -118,7 +118,7 @@ def read_ui_state(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return {}
     out = {}
-    if doc.get("lane") in ("a", "b"):
+    if isinstance(doc.get("lane"), str) and LANE_NAME.match(doc["lane"]):
         out["lane"] = doc["lane"]
     if isinstance(doc.get("split"), bool):
         out["split"] = doc["split"]
@@ -448,16 +448,7 @@ class Controller:
         self._dirty = True
 
     def _rollback(self) -> None:
-        run = self.run
-        e = run.engine
-        s = sess.load(run.path)
-        for name in e.lanes:
-            e.load_lane_state(name, s.arrays[name])
-        e.probe.load(s.arrays)  # layer-probe records, back to the same step
-        for name, (frames, steps) in s.frames.items():
-            run.frames[name] = list(frames)
-            run.frame_steps[name] = [int(x) for x in steps]
-        run.saved_step = run.steps
+        self.run.restore(sess.load(self.run.path))
         self._judged.clear()
         self._refresh_judge()
 
@@ -494,20 +485,20 @@ class Controller:
 
     def _cmd_set_param(self, cmd: SetParam) -> None:
         lane, key = cmd.lane, cmd.key
-        old = getattr(self.run.engine.lane(lane).params, key)
-        new = getattr(self.run.engine.set_param(lane, key, cmd.value), key)
+        old = self.run.engine.lane(lane).spec.value(key)
+        new = self.run.engine.set_param(lane, key, cmd.value).value(key)
         self.log(f"lane {lane.upper()}: {key} {fmt_value(old)} → {fmt_value(new)}")
 
     def _cmd_set_preset(self, cmd: SetPreset) -> None:
         lane = cmd.lane
-        old = self.run.engine.lane(lane).params.preset
+        old = self.run.engine.lane(lane).spec.preset
         self.run.engine.set_preset(lane, cmd.preset)
         self.log(f"lane {lane.upper()}: preset {old} → {cmd.preset}")
 
     def _cmd_flip_preset(self, cmd: FlipPreset) -> None:
         """Constrained <-> unconstrained, decided here from the engine's own state: two quick presses
         made from one stale snapshot still flip twice."""
-        cur = self.run.engine.lane(cmd.lane).params.preset
+        cur = self.run.engine.lane(cmd.lane).spec.preset
         self._cmd_set_preset(SetPreset(cmd.lane, "unconstrained" if cur == "constrained" else "constrained"))
 
     def _cmd_set_theme(self, cmd: SetTheme) -> None:
@@ -565,7 +556,7 @@ class Controller:
             fs = tuple(float(col[s - 1]) if 0 < s <= len(col) else float("nan") for s in fsteps)
             lanes[name] = LaneView(
                 name=name,
-                params=ln.params,
+                spec=ln.spec,
                 sims=np.array(col[-SPARK_POINTS:], np.float32),
                 current=float(col[-1]) if len(col) else None,
                 best=float(np.nanmax(col)) if np.isfinite(col).any() else None,
@@ -621,4 +612,6 @@ def fmt_value(v: object) -> str:
         return "on" if v else "off"
     if isinstance(v, float):
         return f"{v:g}"
+    if isinstance(v, tuple):
+        return "+".join(v) or "own"
     return str(v)

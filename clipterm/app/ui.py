@@ -57,7 +57,8 @@ from clipterm.app.widgets import (
     set_line,
 )
 from clipterm.errors import ClipTermError
-from clipterm.presets import PRESETS, with_value
+from clipterm.lanespec import MAX_LANES
+from clipterm.presets import available
 from clipterm.prompts import parse_prompt
 from clipterm.runner import Run
 
@@ -75,11 +76,14 @@ class Key:
     display: str | None = None
 
 
+PAGE = 4  # lanes a page of the split view shows (a 2x2 grid)
+
+
 KEYS: tuple[Key, ...] = (  # footer order: the most needed first (a narrow footer cuts the tail)
     Key("enter", "edit_param", "Edit", "in Parameters: edit the value under the cursor", display="⏎"),
-    Key("ctrl+t", "toggle_lane", "Lane", "show the other lane (Frame and Parameters follow)", priority=True),
+    Key("ctrl+t", "toggle_lane", "Lane", "show the next lane (Frame and Parameters follow)", priority=True),
     Key("t", "toggle_lane", "Lane", "same as ctrl+t, when no text field has focus", show=False),
-    Key("vertical_line", "toggle_split", "Split", "split view: lanes A and B side by side", display="|"),
+    Key("vertical_line", "toggle_split", "Split", "all lanes side by side (a grid of 4 a page)", display="|"),
     Key("m", "flip_mode", "Mode", "flip the active lane between constrained and unconstrained"),
     Key("space", "toggle_pause", "Pause", "pause or resume the optimization", display="space"),
     Key("ctrl+s", "save", "Save", "save the session now", priority=True),
@@ -92,6 +96,15 @@ KEYS: tuple[Key, ...] = (  # footer order: the most needed first (a narrow foote
     Key("p", "focus_prompt", "Prompt", "edit the prompt (enter applies it, esc leaves the field)"),
     Key("l", "toggle_layers", "Layers", "show or hide the Layers pane (the active lane's layer probes)"),
     Key("ctrl+c", "quit", "Quit", "save and quit (also on SIGHUP/SIGTERM)", show=False, priority=True),
+) + tuple(
+    Key(
+        str(i),
+        f"jump_lane({i})",
+        f"Lane {i}",
+        f"show lane number {i}" if i > 1 else "1-8: show lane number N",
+        show=False,
+    )
+    for i in range(1, MAX_LANES + 1)
 )
 # The Parameters table's own moves, run by the app in key order (see ClipTermApp.action_table_key).
 TABLE_KEYS = {
@@ -191,7 +204,7 @@ class ClipTermApp(App[int]):
         yield Static("", id="status")
         with Horizontal(id="body"):
             with Horizontal(id="frames", classes="-single"):
-                for slot in range(len(self.lanes)):
+                for slot in range(min(PAGE, len(self.lanes))):
                     yield FrameView(slot, self.image_cls)
             with Vertical(id="side"):
                 yield PromptPane(self._first_prompt)
@@ -310,7 +323,7 @@ class ClipTermApp(App[int]):
         snap = self.snapshot
         if snap is None:
             return
-        room = self.query_one("#frames").size.width // (2 if self.split else 1) - 4  # title room per frame
+        room = self.query_one("#frames").size.width // self._columns() - 4  # title room per frame
         for frame, lane in zip(self.query(FrameView), self._slot_lanes()):
             view = snap.lanes.get(lane)
             if view is None:
@@ -320,7 +333,7 @@ class ClipTermApp(App[int]):
                 pixels = self._saved_frame(lane, i)
                 title = frame_title(
                     lane,
-                    view.params.preset,
+                    view.spec.preset,
                     view.frame_steps[i],
                     view.frame_sims[i],
                     room,
@@ -328,10 +341,10 @@ class ClipTermApp(App[int]):
                 )
             else:
                 pixels = view.preview
-                title = frame_title(lane, view.params.preset, snap.steps, view.current, room)
+                title = frame_title(lane, view.spec.preset, snap.steps, view.current, room)
             frame.show(lane, pixels, title)
         if self.active in snap.lanes:
-            self.query_one(ParamsPane).show(self.active, snap.lanes[self.active].params)
+            self.query_one(ParamsPane).show(self.active, snap.lanes[self.active].spec)
         sim = self.query_one(SimilarityPane)
         sim.show(snap, self.active, wide=sim.size.width >= 78)
         if self.layers:
@@ -340,8 +353,14 @@ class ClipTermApp(App[int]):
         self._draw_status()
 
     def _slot_lanes(self) -> tuple[str, ...]:
-        """The lane each frame slot shows: all lanes side by side, or the active one alone."""
-        return self.lanes if self.split else (self.active,)
+        """The lane each frame slot shows: the active lane's page of up to 4 lanes, or the active one alone."""
+        if not self.split:
+            return (self.active,)
+        page = self.lanes.index(self.active) // PAGE
+        return self.lanes[page * PAGE : (page + 1) * PAGE]
+
+    def _columns(self) -> int:
+        return 1 if not self.split else min(2, len(self._slot_lanes()))
 
     def _saved_frame(self, lane: str, i: int):
         """A trajectory frame: host uint8 arrays the worker only ever appends (never a tensor)."""
@@ -356,7 +375,9 @@ class ClipTermApp(App[int]):
             state = "▶ running" if snap.running else ("✖ failed, paused" if snap.failed else "■ paused")
             step = snap.steps
             rate = f"{snap.rate:.1f}" if snap.running else "—"
-        view = "A|B" if self.split else self.active.upper()
+        view = "|".join(n.upper() for n in self._slot_lanes())
+        if self.split and len(self.lanes) > PAGE:
+            view += f" (page {self.lanes.index(self.active) // PAGE + 1}/{-(-len(self.lanes) // PAGE)})"
         parts = [
             escape(self.session_name),
             escape(self.model),
@@ -372,10 +393,14 @@ class ClipTermApp(App[int]):
 
     def _sync_view(self) -> None:
         """Apply active lane / split to the frames and tell the worker (remembered on save)."""
-        self.query_one("#frames").set_class(not self.split, "-single")
+        shown = self._slot_lanes()
+        frames = self.query_one("#frames")
+        frames.set_class(not self.split, "-single")
+        frames.set_class(self.split and len(shown) > 2, "-grid")
         self.query_one("#body").set_class(self.split, "-split")
-        for frame, lane in zip(self.query(FrameView), self._slot_lanes()):
-            frame.set_class(lane == self.active, "-active")
+        for i, frame in enumerate(self.query(FrameView)):
+            frame.set_class(i >= len(shown), "-empty")
+            frame.set_class(i < len(shown) and shown[i] == self.active, "-active")
         self.controller.view = {"lane": self.active, "split": self.split}
         self._draw()
         self._draw_status()
@@ -423,10 +448,20 @@ class ClipTermApp(App[int]):
         if len(self.lanes) < 2:
             self.notify(f"this run has only lane {self.lanes[0].upper()}", severity="warning")
             return
+        self._show_lane(self.lanes[(self.lanes.index(self.active) + 1) % len(self.lanes)])
+
+    def action_jump_lane(self, number: int) -> None:
+        """Digits 1-8: show the lane in that position (the order lanes were given in)."""
+        if not 1 <= number <= len(self.lanes):
+            self.notify(f"this run has {len(self.lanes)} lanes; no lane {number}", severity="warning")
+            return
+        self._show_lane(self.lanes[number - 1])
+
+    def _show_lane(self, lane: str) -> None:
         pane = self.query_one(ParamsPane)
         if pane.editing:
             pane.close_editor()
-        self.active = "b" if self.active == "a" else "a"
+        self.active = lane
 
     def action_toggle_split(self) -> None:
         if len(self.lanes) < 2:
@@ -521,7 +556,7 @@ class ClipTermApp(App[int]):
     # ------------------------------------------------------------------ fields
     def _params(self):
         if self.snapshot and self.active in self.snapshot.lanes:
-            return self.snapshot.lanes[self.active].params
+            return self.snapshot.lanes[self.active].spec
         return None
 
     def action_edit_param(self) -> None:
@@ -557,10 +592,10 @@ class ClipTermApp(App[int]):
             return
         try:  # refuse at once, with the same validation the engine applies
             if key == "preset":
-                if value not in PRESETS:
-                    raise ClipTermError(f"unknown preset {value!r}: choose from {', '.join(PRESETS)}")
+                if value not in available():
+                    raise ClipTermError(f"unknown preset {value!r}: choose from {', '.join(available())}")
             else:
-                with_value(params, key, value)
+                params.with_value(key, value)
         except ClipTermError as e:
             pane.set_error(str(e))
             return

@@ -18,9 +18,9 @@ from textual.widgets import DataTable, Input, Label, Sparkline, Static
 
 from clipterm.app.controller import LaneView, Snapshot, fmt_value
 from clipterm.app.render import keep_recent
-from clipterm.presets import EDITABLE, PRESETS, LaneParams
-
-PARAM_ROWS = ("preset",) + tuple(EDITABLE)
+from clipterm.lanespec import LaneSpec
+from clipterm.parts.base import Rule
+from clipterm.presets import available
 
 
 def fmt_sim(v: float | None, digits: int = 4) -> str:
@@ -33,13 +33,21 @@ def short_sim(v: float | None) -> str:
     return s.replace("0.", ".", 1) if s.startswith(("0.", "-0.")) else s
 
 
-def param_range(key: str) -> str:
-    if key == "preset":
-        return "/".join(p[:5] for p in PRESETS)
-    kind, low, high = EDITABLE[key]
-    if kind is bool:
+def rule_range(rule: Rule) -> str:
+    """What a setting accepts, short enough for the table's third column."""
+    if rule.kind is bool:
         return "on/off"
-    return f"{low:g}…{high:g}"
+    if rule.kind is str:
+        return "/".join(rule.choices)
+    if rule.kind == "names":
+        return "names+…"
+    return f"{rule.low:g}…{rule.high:g}"
+
+
+def param_rows(spec: LaneSpec) -> list[tuple[str, str, str]]:
+    """(row key, part, range) of the Parameters table for a lane: its preset, then every live setting."""
+    rows = [("preset", "lane", "/".join(p[:5] for p in available()))]
+    return rows + [(key, part, rule_range(rule)) for key, part, rule in spec.live_keys()]
 
 
 class FieldInput(Input):
@@ -196,30 +204,43 @@ class ParamsPane(Vertical):
     def __init__(self) -> None:
         super().__init__(id="params")
         self.border_title = "Parameters"
-        self.params: LaneParams | None = None
+        self.spec: LaneSpec | None = None
+        self.rows: list[str] = []
         self.editing: str | None = None
 
     def compose(self) -> ComposeResult:
         table = ParamTable(id="param-table", cursor_type="row", zebra_stripes=False)
+        table.add_column("part", key="part")
         table.add_column("parameter", key="key")
         table.add_column("value", key="value", width=13)
         table.add_column("range", key="range")
-        for key in PARAM_ROWS:
-            table.add_row(key, "", param_range(key), key=key)
         yield table
         with Horizontal(id="param-edit-row"):
             yield Label("", id="param-edit-label")
             yield ParamEditor(id="param-editor", compact=True)
         yield Static("", id="param-error")
 
-    def show(self, lane: str, params: LaneParams) -> None:
-        self.border_title = f"Parameters · lane {lane.upper()} · {params.preset}"
-        if params == self.params:
+    def show(self, lane: str, spec: LaneSpec) -> None:
+        """The lane's parts and live settings; rows are rebuilt only when the parts change."""
+        self.border_title = f"Parameters · lane {lane.upper()} · {spec.preset} · {spec.param.name}"
+        if spec == self.spec:
             return
-        self.params = params
+        self.spec = spec
         table = self.query_one(ParamTable)
-        for key in PARAM_ROWS:
-            table.update_cell(key, "value", fmt_value(getattr(params, key)))
+        rows = param_rows(spec)
+        if [r[0] for r in rows] != self.rows:
+            cursor = table.cursor_row
+            table.clear()
+            for key, part, rng in rows:
+                table.add_row(part, key, "", rng, key=key)
+            self.rows = [r[0] for r in rows]
+            table.move_cursor(row=min(cursor, len(rows) - 1))
+        for key in self.rows:
+            table.update_cell(key, "value", fmt_value(self.value(key)))
+
+    def value(self, key: str) -> object:
+        assert self.spec is not None
+        return self.spec.preset if key == "preset" else self.spec.value(key)
 
     def edit_cursor_row(self, lane: str) -> None:
         """Open the editor on the row under the table's cursor."""
@@ -242,7 +263,7 @@ class ParamsPane(Vertical):
         self.editing = key
         self.query_one("#param-edit-label", Label).update(f"{key} (lane {lane.upper()}) = ")
         editor = self.query_one(ParamEditor)
-        editor.value = fmt_value(getattr(self.params, key)) if self.params else ""
+        editor.value = fmt_value(self.value(key)) if self.spec else ""
         self.set_error(None)
         self.add_class("-editing")
         self.screen.set_focus(editor)  # at once, so keys typed right after land in the field

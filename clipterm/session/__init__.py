@@ -30,13 +30,14 @@ from clipterm.session.format import (
     SUMMARY_KEYS,
     TOML_NAME,
     Session,
+    is_known_file,
     is_session,
-    known_files,
     lane_dir_name,
     load,
     now,
     read_toml,
     render_toml,
+    tensor_arrays,
 )
 from clipterm.session.journal import save
 from clipterm.session.lock import SessionLock, lock_holder
@@ -63,7 +64,8 @@ __all__ = [
     "SessionLock",
     "is_regular_file",
     "is_session",
-    "known_files",
+    "is_known_file",
+    "tensor_arrays",
     "lane_dir_name",
     "load",
     "lock_holder",

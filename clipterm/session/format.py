@@ -12,6 +12,7 @@ import datetime as _dt
 import hashlib
 import math
 import os
+import re
 import stat
 import time
 import tomllib
@@ -22,12 +23,14 @@ import numpy as np
 import tomli_w
 
 from clipterm import __version__
-from clipterm.engine import EVAL_COLUMNS, HISTORY_COLUMNS, LANES
+from clipterm.engine import EVAL_COLUMNS, HISTORY_COLUMNS, opt_suffix
 from clipterm.errors import SessionError
-from clipterm.presets import LaneParams, ParamError, from_dict
+from clipterm.lanespec import LANE_NAME, MAX_LANES, LaneSpec, check_lane_name, from_table
+from clipterm.parts.base import ParamError
+from clipterm.presets import from_legacy
 from clipterm.session.npy import MAX_NPY_BYTES, one_line, parse_npy, read_regular
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: flat seed parameters per lane (read, converted); 2: nested lane parts
 TOML_NAME = "session.toml"
 PENDING = ".pending"
 COMPLETE = "COMPLETE"
@@ -36,20 +39,20 @@ MAX_STEPS = 10_000_000
 MAX_TOML_BYTES = 4 << 20
 MAX_JOURNAL_BYTES = 64 << 10
 FRAME_SIZE = 64
-# key -> (dtype, shape kind): "canvas" = (3,H,W); "scalar" = (); "rng" = 1-D; "history"/"evals" = 2-D
+# Arrays of every lane, key -> (dtype, shape kind): "canvas" = (3,S,S); "scalar" = (); "rng" = 1-D;
+# "history"/"evals" = 2-D. Each lane also stores its parameterization's tensors (LaneSpec.arrays):
+# per tensor T, T.npy and its Adam moments opt_exp_avg{_T}.npy, opt_exp_avg_sq{_T}.npy (see
+# engine.opt_suffix: pixel's tensor "param" keeps format 1's names).
 LANE_ARRAYS: dict[str, tuple[str, str]] = {
     "image": ("float32", "canvas"),
-    "param": ("float32", "canvas"),
     "best": ("float32", "canvas"),
     "best_loss": ("float32", "scalar"),
     "opt_step": ("float32", "scalar"),
-    "opt_exp_avg": ("float32", "canvas"),
-    "opt_exp_avg_sq": ("float32", "canvas"),
     "rng": ("uint8", "rng"),
     "history": ("float32", "history"),
     "evals": ("float32", "evals"),
 }
-FINITE = ("image", "param", "best", "opt_exp_avg", "opt_exp_avg_sq", "opt_step")
+FINITE = ("image", "best", "opt_step")
 # Numbers session.toml keeps per lane for `clipterm info` (derived from history/evals at save time)
 SUMMARY_KEYS = ("last_similarity", "best_similarity", "robust_similarity", "verified_similarity")
 # Optional per-lane arrays (absent in older sessions): layer probe records, see clipterm/probes.py
@@ -73,7 +76,7 @@ class Session:
     prompt: str
     seed: int
     model: dict
-    lanes: dict[str, LaneParams]
+    lanes: dict[str, LaneSpec]
     steps: int
     arrays: dict[str, dict[str, np.ndarray]]
     frames: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -86,14 +89,24 @@ class Session:
     summary: dict = field(default_factory=dict)
 
 
-def known_files() -> set[str]:
-    """Every path (relative to the session) a save may write; journals and [files] may name only these."""
-    names = {TOML_NAME}
-    for lane in LANES:
-        d = lane_dir_name(lane)
-        names |= {f"{d}/{key}.npy" for key in (*LANE_ARRAYS, *OPTIONAL_LANE_ARRAYS)}
-        names |= {f"{d}/final.png", f"frames/{d}.npy", f"frames/{d}-steps.npy"}
-    return names
+_LANE = LANE_NAME.pattern.strip("^$")
+_KNOWN = re.compile(rf"^(lane-{_LANE}/([a-z][a-z0-9_]{{0,40}}\.npy|final\.png)|frames/lane-{_LANE}(-steps)?\.npy)$")
+
+
+def is_known_file(rel: str) -> bool:
+    """Whether `rel` (relative to the session) is a path a save may write; journals and [files] may
+    name only these (lane names and array keys are short words, so no path can leave the session)."""
+    return rel == TOML_NAME or bool(_KNOWN.match(rel))
+
+
+def tensor_arrays(spec: LaneSpec, size: int) -> dict[str, tuple[int, ...]]:
+    """A lane's parameterization arrays (tensors and their optimizer moments) -> shape."""
+    out = {}
+    for name, shape in spec.arrays(size).items():
+        out[name] = shape
+        out[f"opt_exp_avg{opt_suffix(name)}"] = shape
+        out[f"opt_exp_avg_sq{opt_suffix(name)}"] = shape
+    return out
 
 
 def pending_name(rel: str) -> str:
@@ -104,8 +117,8 @@ def pending_name(rel: str) -> str:
 def render_toml(s: Session, hashes: dict[str, str] | None = None) -> bytes:
     """session.toml's bytes; `hashes` (relative path -> sha256) becomes the [files] table."""
     lanes = {}
-    for name, p in s.lanes.items():
-        table = {"dir": lane_dir_name(name), **p.to_dict()}
+    for name, spec in s.lanes.items():
+        table = {"dir": lane_dir_name(name), **spec.to_table()}
         table.update(s.summary.get(name, {}))
         lanes[name] = table
     doc = {
@@ -149,10 +162,9 @@ def _journal(root: Path) -> dict[str, Path] | None:
     if not os.path.lexists(marker):
         return None  # the save was interrupted before it was complete: the previous save stands
     text = read_regular(marker, root, MAX_JOURNAL_BYTES).decode("utf-8", errors="replace")
-    known = known_files()
     out: dict[str, Path] = {}
     for rel in text.splitlines():
-        if rel not in known:
+        if not is_known_file(rel):
             raise SessionError(f"{marker}: names {one_line(rel, 60)!r}, which is not a session file")
         out[rel] = pending / pending_name(rel)
     if TOML_NAME not in out:
@@ -285,14 +297,18 @@ def _load_once(root: Path, with_arrays: bool) -> Session:
     model = dict(_req(doc, "model", dict, where))
     _check_model(model, f"{where} [model]")
     lanes_doc = _req(doc, "lanes", dict, where)
-    if not lanes_doc or set(lanes_doc) - set(LANES):
-        raise SessionError(f"{where}: [lanes] must hold 'a' and/or 'b', got {sorted(lanes_doc)}")
-    lanes: dict[str, LaneParams] = {}
+    if not 1 <= len(lanes_doc) <= MAX_LANES:
+        raise SessionError(f"{where}: [lanes] must hold 1 to {MAX_LANES} lanes, got {len(lanes_doc)}")
+    lanes: dict[str, LaneSpec] = {}
     summary: dict[str, dict] = {}
-    for name in LANES:
-        if name in lanes_doc:
-            lanes[name], summary[name] = _lane_table(root, _req(lanes_doc, name, dict, where), name, where)
-    changes = _check_changes(doc.get("changes", []), steps, where)
+    for name in lanes_doc:
+        try:
+            check_lane_name(name)
+        except ParamError as e:
+            raise SessionError(f"{where}: [lanes] {e}") from None
+        table = _req(lanes_doc, name, dict, where)
+        lanes[name], summary[name] = _lane_table(root, table, name, where, version)
+    changes = _check_changes(doc.get("changes", []), steps, lanes, where)
     theme = doc.get("theme", "")
     if not isinstance(theme, str):
         raise SessionError(f"{where}: 'theme' must be a string")
@@ -314,13 +330,13 @@ def _load_once(root: Path, with_arrays: bool) -> Session:
         summary=summary,
     )
     if with_arrays:
-        for name in lanes:
-            s.arrays[name] = _load_lane(files, name, steps)
-        shapes = {a["param"].shape for a in s.arrays.values()}
+        for name, spec in lanes.items():
+            s.arrays[name] = _load_lane(files, name, spec, steps)
+        shapes = {a["image"].shape for a in s.arrays.values()}
         if len(shapes) > 1:
             raise SessionError(f"{root}: lanes have different canvas shapes {sorted(shapes)}")
         for name in lanes:
-            s.frames[name] = _load_frames(files, name, steps, s.arrays[name]["param"].shape[-1])
+            s.frames[name] = _load_frames(files, name, steps, s.arrays[name]["image"].shape[-1])
     return s
 
 
@@ -343,8 +359,9 @@ def _is_sha256(text: object) -> bool:
     return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
-def _lane_table(root: Path, raw: dict, name: str, where: str) -> tuple[LaneParams, dict]:
-    """A [lanes.X] table: its directory (which must be lane-X), its summary numbers, its parameters."""
+def _lane_table(root: Path, raw: dict, name: str, where: str, version: int) -> tuple[LaneSpec, dict]:
+    """A [lanes.X] table: its directory (which must be lane-X), its summary numbers, its parts
+    (format 2) or flat seed parameters (format 1)."""
     table = dict(raw)
     expected = lane_dir_name(name)
     d = table.pop("dir", expected)
@@ -362,12 +379,12 @@ def _lane_table(root: Path, raw: dict, name: str, where: str) -> tuple[LaneParam
     if not isinstance(table.get("preset"), str):
         raise SessionError(f"{where}: lane {name} 'preset' must be a string naming a preset")
     try:
-        return from_dict(table), summary
+        return (from_legacy(table, "lane") if version == 1 else from_table(table, "lane")), summary
     except ParamError as e:
         raise SessionError(f"{where}: lane {name}: {one_line(e)}") from None
 
 
-def _check_changes(changes: object, steps: int, where: str) -> list[dict]:
+def _check_changes(changes: object, steps: int, lanes: dict, where: str) -> list[dict]:
     """The change history: tables of (step <= steps, lane, key, old, new) with scalar values."""
     if not isinstance(changes, list) or not all(isinstance(c, dict) for c in changes):
         raise SessionError(f"{where}: 'changes' must be an array of tables")
@@ -375,8 +392,8 @@ def _check_changes(changes: object, steps: int, where: str) -> list[dict]:
         step = c.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= steps:
             raise SessionError(f"{where}: changes[{i}] 'step' must be a whole number within [0, {steps}]")
-        if c.get("lane") not in ("*", *LANES) or not isinstance(c.get("key"), str):
-            raise SessionError(f"{where}: changes[{i}] needs 'lane' (*, a or b) and a string 'key'")
+        if c.get("lane") not in ("*", *lanes) or not isinstance(c.get("key"), str):
+            raise SessionError(f"{where}: changes[{i}] needs 'lane' (* or a lane of the session) and a string 'key'")
         for k, v in c.items():
             if not isinstance(v, (str, int, float, bool)):
                 raise SessionError(f"{where}: changes[{i}] '{k}' must be a string, number or boolean")
@@ -385,20 +402,19 @@ def _check_changes(changes: object, steps: int, where: str) -> list[dict]:
 
 def _check_files_table(table: dict, lanes: dict, where: str) -> dict[str, str]:
     """[files]: the sha256 of every .npy file of the save; required arrays listed, optional ones paired."""
-    known = known_files()
     for rel, sha in table.items():
-        if rel not in known or not rel.endswith(".npy"):
+        if not is_known_file(rel) or not rel.endswith(".npy"):
             raise SessionError(f"{where}: [files] names {one_line(rel, 60)!r}, which is not a session file")
         if not _is_sha256(sha):
             raise SessionError(f"{where}: [files] '{rel}' must be a sha256 (64 hex digits)")
-    for lane in LANES:
-        d = lane_dir_name(lane)
-        listed = {rel for rel in table if rel.startswith((f"{d}/", f"frames/{d}"))}
+    for rel in table:
+        lane = rel.split("/")[-2 if rel.startswith("lane-") else -1].removeprefix("lane-")
+        lane = lane.removesuffix(".npy").removesuffix("-steps")
         if lane not in lanes:
-            if listed:
-                raise SessionError(f"{where}: [files] lists {sorted(listed)[0]} but there is no lane {lane}")
-            continue
-        for key in LANE_ARRAYS:
+            raise SessionError(f"{where}: [files] lists {rel} but there is no lane {lane}")
+    for lane in lanes:
+        d = lane_dir_name(lane)
+        for key in LANE_ARRAYS:  # the parameterization's arrays are checked with their shapes (_load_lane)
             if f"{d}/{key}.npy" not in table:
                 raise SessionError(f"{where}: [files] does not list {d}/{key}.npy")
         for pair in ((f"frames/{d}.npy", f"frames/{d}-steps.npy"), (f"{d}/probes.npy", f"{d}/probe_steps.npy")):
@@ -407,7 +423,7 @@ def _check_files_table(table: dict, lanes: dict, where: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in table.items()}
 
 
-def _load_lane(files: _Files, lane: str, steps: int) -> dict[str, np.ndarray]:
+def _load_lane(files: _Files, lane: str, spec: LaneSpec, steps: int) -> dict[str, np.ndarray]:
     d = lane_dir_name(lane)
     out: dict[str, np.ndarray] = {}
     paths: dict[str, Path] = {}
@@ -433,10 +449,22 @@ def _load_lane(files: _Files, lane: str, steps: int) -> dict[str, np.ndarray]:
             raise SessionError(f"{path}: contains NaN or Inf")
         if key == "image" and (arr.min() < 0 or arr.max() > 1):
             raise SessionError(f"{path}: values outside [0, 1]")
-        if key == "opt_exp_avg_sq" and arr.min() < 0:
-            raise SessionError(f"{path}: negative second moments")
         if key == "rng" and not _valid_generator_state(arr):
             raise SessionError(f"{path}: not a valid random generator state")
+        out[key] = arr
+    size = out["image"].shape[-1]
+    for key, shape in tensor_arrays(spec, size).items():
+        if f"{d}/{key}.npy" not in files.table:
+            raise SessionError(f"{files.path(TOML_NAME)}: [files] does not list {d}/{key}.npy")
+        arr, path = files.npy(f"{d}/{key}.npy", "float32")
+        if arr.shape != shape:
+            raise SessionError(
+                f"{path}: shape {arr.shape}, the lane's {spec.param.name} parameterization needs {shape}"
+            )
+        if not np.isfinite(arr).all():
+            raise SessionError(f"{path}: contains NaN or Inf")
+        if key.startswith("opt_exp_avg_sq") and arr.min() < 0:
+            raise SessionError(f"{path}: negative second moments")
         out[key] = arr
     if len(out["history"]) != steps:
         raise SessionError(f"{paths['history']}: has {len(out['history'])} rows but session.toml says steps = {steps}")

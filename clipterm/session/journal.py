@@ -23,11 +23,12 @@ from clipterm.session.format import (
     PENDING,
     TOML_NAME,
     Session,
-    known_files,
+    is_known_file,
     lane_dir_name,
     now,
     pending_name,
     render_toml,
+    tensor_arrays,
 )
 from clipterm.session.npy import is_regular_file, npy_bytes, png_bytes
 
@@ -70,7 +71,7 @@ def _save(s: Session) -> None:
     files: dict[str, bytes] = {}
     for lane, arrays in s.arrays.items():
         d = lane_dir_name(lane)
-        for key in LANE_ARRAYS:
+        for key in (*LANE_ARRAYS, *tensor_arrays(s.lanes[lane], arrays["image"].shape[-1])):
             files[f"{d}/{key}.npy"] = npy_bytes(arrays[key])
         files[f"{d}/final.png"] = png_bytes(arrays["image"])
         for key in OPTIONAL_LANE_ARRAYS:
@@ -110,8 +111,8 @@ def roll_forward(root: Path) -> None:
         shutil.rmtree(pending)
         _fsync_dir(root)
         return
-    known = known_files()
-    names = [n for n in marker.read_text(encoding="utf-8", errors="replace").splitlines() if n in known]
+    text = marker.read_text(encoding="utf-8", errors="replace")
+    names = [n for n in text.splitlines() if is_known_file(n)]
     dirs = {root}
     for rel in names:
         src = pending / pending_name(rel)

@@ -1,0 +1,66 @@
+"""The interface every image parameterization implements (a part of kind "param").
+
+A parameterization owns one or more tensors (the optimizer's parameters) and maps them to an
+image (1,3,H,W). `shapes()` declares the tensors so sessions can validate and store them, `init()`
+builds them from the run's starting noise, and `fit()` sets them so the image matches a canvas
+(used to convert a lane and to start from a picture).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from clipterm.parts.base import Part, register
+
+
+class ImageParam(Part):
+    kind: ClassVar[str] = "param"
+
+    def __init__(self, settings: Any, size: int, device: torch.device, seed: int) -> None:
+        self.settings = settings
+        self.size = size
+        self.tensors = {
+            k: v.to(device).clone().requires_grad_(True)
+            for k, v in self.init(torch.Generator().manual_seed(seed)).items()
+        }
+
+    @classmethod
+    def shapes(cls, settings: Any, size: int) -> dict[str, tuple[int, ...]]:
+        """name -> shape (without the batch dim) of every optimized tensor, for a canvas of `size`."""
+        raise NotImplementedError
+
+    def init(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Starting tensors (with a batch dim of 1), drawn from `gen` (seeded by the run's seed, so
+        every lane of a run starts from the same draws)."""
+        raise NotImplementedError
+
+    def image(self) -> torch.Tensor:
+        """What the model sees, (1,3,H,W), differentiable in the tensors."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def shown(self) -> torch.Tensor:
+        """What a person sees, (1,3,H,W) in [0,1]."""
+        return self.image().detach().float().clamp(0, 1)
+
+    def after_step(self) -> None:
+        """Projection after each optimizer step (e.g. clamping); nothing by default."""
+
+    def fit(self, canvas: torch.Tensor) -> float:
+        """Set the tensors so that the image is `canvas` (1,3,H,W) in [0,1]; returns the max abs error."""
+        raise NotImplementedError
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.tensors.values())
+
+
+def register_param(cls: type[ImageParam]) -> type[ImageParam]:
+    return register(cls)  # type: ignore[return-value]
+
+
+def logit(canvas: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Inverse of the sigmoid output, with the canvas kept off 0 and 1."""
+    x = canvas.clamp(eps, 1 - eps)
+    return torch.log(x) - torch.log1p(-x)
