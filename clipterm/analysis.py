@@ -13,12 +13,22 @@ import numpy as np
 from clipterm import session as sess
 from clipterm.errors import ClipTermError
 from clipterm.probes import STAT_COLUMNS, generic_layer_names
+from clipterm.text import printable
 
 DPI = 100
 PROBE_FIGSIZE = (12.0, 7.0)  # -> 1200 x 700 px
 SIM_FIGSIZE = (10.0, 5.0)  # -> 1000 x 500 px
 LANE_COLOURS = ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 COL = {name: i for i, name in enumerate(STAT_COLUMNS)}
+
+
+def plain(text: object) -> str:
+    """Session text (prompt, presets, change values) as matplotlib should draw it: literally.
+
+    Controls are escaped and '$' too, or a prompt such as 'a $\\frac$ bill' would be parsed as
+    mathtext and fail the whole plot.
+    """
+    return printable(str(text)).replace("$", r"\$")
 
 
 def _figure(figsize: tuple[float, float]):
@@ -50,11 +60,11 @@ def change_marks(changes: list[dict], lane: str | None = None) -> list[tuple[int
             continue
         key, new = str(c.get("key", "?")), c.get("new")
         if key == "prompt":
-            label, major = f"prompt: {str(new)[:24]}", True
+            label, major = f"prompt: {plain(str(new)[:24])}", True
         elif key in ("model", "preset"):
-            label, major = f"{key}: {new}", True
+            label, major = f"{plain(key)}: {plain(new)}", True
         else:
-            label, major = f"{key} {new:g}" if isinstance(new, float) else f"{key} {new}", False
+            label, major = f"{plain(key)} {new:g}" if isinstance(new, float) else f"{plain(key)} {plain(new)}", False
         if lane is None and who != "*":
             label = f"{who.upper()} {label}"
         labels, was_major = marks.setdefault(int(c.get("step", 0)), ([], False))
@@ -79,6 +89,10 @@ def _draw_marks(ax, changes: list[dict], lane: str | None) -> None:
             fontsize=7,
             color="0.3",
         )
+
+
+def _title(s: sess.Session) -> str:
+    return f"{plain(s.prompt[:100])}  —  {plain(s.model.get('name', '?'))}"
 
 
 def _probe_lanes(s: sess.Session) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -107,7 +121,7 @@ def plot_activations(s: sess.Session, path: Path) -> Path:
         for i in range(1, stats.shape[1]):  # row 0 is the canvas (pixels), not an activation
             axes[0, j].plot(steps, stats[:, i, COL["act_mean"]], color=colours[i - 1], label=names[i])
             axes[1, j].plot(steps, stats[:, i, COL["act_norm"]], color=colours[i - 1], label=names[i])
-        axes[0, j].set_title(f"lane {lane.upper()} ({s.lanes[lane].preset}): mean activation per layer")
+        axes[0, j].set_title(f"lane {lane.upper()} ({plain(s.lanes[lane].preset)}): mean activation per layer")
         axes[1, j].set_title(f"lane {lane.upper()}: activation L2 norm per layer (mean over views)")
         axes[1, j].set_xlabel("step")
         for ax in axes[:, j]:
@@ -115,7 +129,7 @@ def plot_activations(s: sess.Session, path: Path) -> Path:
             _draw_marks(ax, s.changes, lane)
         if stats.shape[1] > 1:
             axes[0, j].legend(fontsize=7, ncol=2 if stats.shape[1] > 8 else 1)
-    fig.suptitle(f"{s.prompt[:100]}  —  {s.model.get('name', '?')}")
+    fig.suptitle(_title(s))
     _save(fig, path)
     return path
 
@@ -138,7 +152,7 @@ def plot_gradients(s: sess.Session, path: Path) -> Path:
                 linestyle="--" if i == 0 else "-",
             )
         top.set_yscale("log", nonpositive="mask")
-        top.set_title(f"lane {lane.upper()} ({s.lanes[lane].preset}): gradient L2 norm per layer")
+        top.set_title(f"lane {lane.upper()} ({plain(s.lanes[lane].preset)}): gradient L2 norm per layer")
         top.legend(fontsize=7, ncol=2 if stats.shape[1] > 8 else 1)
         canvas = stats[:, 0]
         bottom.plot(steps, canvas[:, COL["grad_std"]], color="tab:red", label="std")
@@ -150,7 +164,7 @@ def plot_gradients(s: sess.Session, path: Path) -> Path:
         for ax in (top, bottom):
             ax.grid(alpha=0.3, which="both")
             _draw_marks(ax, s.changes, lane)
-    fig.suptitle(f"{s.prompt[:100]}  —  {s.model.get('name', '?')}")
+    fig.suptitle(_title(s))
     _save(fig, path)
     return path
 
@@ -162,7 +176,7 @@ def plot_similarity(s: sess.Session, path: Path) -> Path:
     for i, (lane, arr) in enumerate(s.arrays.items()):
         c = LANE_COLOURS[i % len(LANE_COLOURS)]
         h, ev = arr["history"], arr["evals"]
-        label = f"lane {lane.upper()} ({s.lanes[lane].preset})"
+        label = f"lane {lane.upper()} ({plain(s.lanes[lane].preset)})"
         if len(h):
             ax.plot(np.arange(1, len(h) + 1), h[:, 0], color=c, label=f"{label} own")
         if len(ev):
@@ -172,8 +186,7 @@ def plot_similarity(s: sess.Session, path: Path) -> Path:
     ax.set_xlabel("step")
     ax.set_ylabel("cosine similarity to the prompt")
     ax.set_title(
-        f"{s.prompt[:100]}  —  {s.model.get('name', '?')}"
-        + ("  (dashed: prompt/preset changes)" if any(m[2] for m in change_marks(s.changes)) else "")
+        _title(s) + ("  (dashed: prompt/preset changes)" if any(m[2] for m in change_marks(s.changes)) else "")
     )
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

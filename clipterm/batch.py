@@ -25,6 +25,7 @@ from clipterm.errors import ClipTermError, SessionError, err
 from clipterm.judge import DEFAULT_JUDGE, Judge, read_image
 from clipterm.models import ModelBundle
 from clipterm.prompts import PromptError, parse_prompt, slugify
+from clipterm.text import printable
 
 SUMMARY_COLUMNS = (
     "prompt",
@@ -54,8 +55,10 @@ def read_prompts(path: Path) -> list[str]:
     except OSError as e:
         raise ClipTermError(f"{p}: cannot read ({e.strerror})") from None
     prompts = []
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
+    # Lines end at "\n" only (CRLF files too): str.splitlines would also split at \x0b, \x1c-\x1e and
+    # \x85, quietly turning a control character into a line break instead of refusing it.
+    for n, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r").strip(" \t")
         if not line or line.startswith("#"):
             continue
         try:
@@ -245,7 +248,7 @@ def write_summary(outdir: Path, results: list[LaneResult], judge_name: str) -> t
     _write_atomic(csv_path, buf.getvalue())
 
     def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+        return printable(text).replace("|", "\\|")  # summary.md is printed to the terminal at the end
 
     lines = [
         f"# clipterm batch: {len({r.prompt for r in results})} prompts",

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from clipterm import session as sess
 from clipterm.errors import ClipTermError
+from clipterm.text import printable
 
 FORMATS = ("png", "gif", "sheet")
 PNG_TARGET = 512  # the upscaled PNG copy is at least this wide
@@ -53,7 +54,9 @@ def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    """Cut `text` with an ellipsis so it fits `width` pixels."""
+    """`text` as one drawable line (controls escaped: Pillow refuses to measure a newline) cut with an
+    ellipsis so it fits `width` pixels."""
+    text = printable(text)
     if draw.textlength(text, font=font) <= width:
         return text
     while text and draw.textlength(text + "…", font=font) > width:

@@ -7,6 +7,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from clipterm.errors import ClipTermError
+from clipterm.text import first_control
 
 _WEIGHT = re.compile(r"^(?P<text>.*?):\s*(?P<w>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$", re.S)
 MAX_TERMS = 16
@@ -24,9 +25,20 @@ class PromptTerm:
 
 
 def parse_prompt(prompt: str) -> list[PromptTerm]:
-    """Split on '|', read an optional trailing ':weight' per term; validate."""
+    """Split on '|', read an optional trailing ':weight' per term; validate.
+
+    Control characters (C0, DEL, C1, NUL) are refused: a prompt is shown on terminals (the app,
+    `clipterm info`, logs) and drawn on sheets, so one holding escape sequences could drive the
+    terminal of whoever opens the session later. Every entry (--prompt, the app's field, prompts
+    files, session.toml) comes through here.
+    """
     if prompt is None or not prompt.strip():
         raise PromptError("the prompt is empty: give some text, e.g. --prompt 'a red circle'")
+    bad = first_control(prompt)
+    if bad is not None:
+        raise PromptError(
+            f"the prompt holds a control character ({bad}); use plain text on one line (no escapes, tabs or newlines)"
+        )
     parts = prompt.split("|")
     if len(parts) > MAX_TERMS:
         raise PromptError(f"too many prompt terms ({len(parts)}); at most {MAX_TERMS}")

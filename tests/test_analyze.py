@@ -126,3 +126,13 @@ def json_changes(session) -> list[dict]:
     import tomllib
 
     return tomllib.loads((session / "session.toml").read_text()).get("changes", [])
+
+
+def test_session_text_is_drawn_literally_not_as_mathtext(tmp_path, capsys):
+    """A prompt with '$...$' (valid, no controls) once failed the whole plot as bad mathtext."""
+    s = tmp_path / "s"
+    make_run(s, "--eval-every", "3", "--probe-every", "2", "--lanes", "a", "--quiet", prompt=r"a $\frac$ bill", steps=4)
+    code, _, err = run_main(capsys, "analyze", s, "--out", tmp_path / "plots")
+    assert code == 0, err
+    check_png(tmp_path / "plots" / "similarity.png", (1000, 500))
+    check_png(tmp_path / "plots" / "gradients.png", (1200, 700))

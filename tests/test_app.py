@@ -26,6 +26,7 @@ from clipterm.app.widgets import (
     ParamsPane,
     ParamTable,
     PromptInput,
+    PromptPane,
     trend_text,
 )
 from clipterm.cli import build_app_parser
@@ -841,6 +842,24 @@ async def test_refused_prompt_survives_leaving_the_field(tmp_path):
             await pilot.press("p", "end", "ctrl+u", *"a cat", "enter")  # fixed: applied, reason gone
             await until(pilot, lambda: e.prompt == "a cat", what="the fixed prompt")
             assert not reason.display
+    finally:
+        close(app)
+
+
+async def test_prompt_field_refuses_control_characters(tmp_path):
+    """A prompt pasted with escape sequences is refused by the field (parse_prompt), never applied."""
+    app = make_app(tmp_path / "s")
+    e = app.run_.engine
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            live = e.prompt
+            app.query_one(PromptPane).post_message(PromptPane.Submitted("a red\x1b[31m circle\x07"))
+            reason = app.query_one("#prompt-error")
+            await until(pilot, lambda: reason.display, what="the refusal")
+            assert "control character (\\x1b)" in str(reason.render())
+            await step(pilot, 1)
+            assert e.prompt == live
     finally:
         close(app)
 

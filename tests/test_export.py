@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
-from PIL import Image, ImageSequence
+from PIL import Image, ImageDraw, ImageSequence
 from sessionkit import cli as run_main
-from sessionkit import make_run
+from sessionkit import edit_toml, make_run
 
 from clipterm import export as ex
 from clipterm import session as sess
@@ -116,3 +118,21 @@ def test_bad_inputs_one_line_exit_2(session, one_lane, tmp_path, capsys):
         code, _, err = run_main(capsys, "export", *argv)
         assert code == 2, argv
         assert needle in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_sheet_text_with_controls_is_one_escaped_line():
+    """Pillow cannot measure a newline; a sheet's text is drawn as one line with controls escaped."""
+    draw = ImageDraw.Draw(Image.new("RGB", (200, 20)))
+    text = ex._fit(draw, "a red\x1b[31m circle\r\nline2", ex._font(), 2000)
+    assert text == "a red\\x1b[31m circle\\x0d\\x0aline2"
+    assert ex._fit(draw, "a\nb" * 50, ex._font(), 100).endswith("…")
+
+
+def test_sheet_of_a_session_whose_prompt_holds_a_newline_is_refused_in_one_line(session, tmp_path, capsys):
+    s = tmp_path / "s"
+    shutil.copytree(session, s)
+    edit_toml(s, lambda d: d.__setitem__("prompt", "a red circle\nline2"))
+    code, _, err = run_main(capsys, "export", s, "--format", "sheet", "--out", tmp_path / "sheet.png")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "control character (\\x0a)" in lines[0], err
+    assert not (tmp_path / "sheet.png").exists()

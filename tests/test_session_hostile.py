@@ -26,6 +26,8 @@ from sessionkit import (
     snapshot,
 )
 
+from clipterm.text import printable
+
 
 @pytest.fixture(scope="module")
 def base_session(tmp_path_factory) -> Path:
@@ -257,6 +259,27 @@ def _fifo(s: Path, out: Path) -> None:
     os.mkfifo(s / "lane-a/best_loss.npy")
 
 
+def _prompt_escapes(s: Path, out: Path) -> None:
+    edit_toml(s, lambda d: d.__setitem__("prompt", "a red\x1b[31m circle\x07\r\nline2"))
+
+
+def _prompt_only_controls(s: Path, out: Path) -> None:
+    edit_toml(s, lambda d: d.__setitem__("prompt", "\x01\x02\x1b"))
+
+
+def _prompt_nul(s: Path, out: Path) -> None:
+    edit_toml(s, lambda d: d.__setitem__("prompt", "a red\x00 circle"))
+
+
+def _change_escapes(s: Path, out: Path) -> None:
+    change = {"step": 1, "lane": "*", "key": "prompt", "old": "a", "new": "x\x1b]0;pwned\x07"}
+    edit_toml(s, lambda d: d.__setitem__("changes", [change]))
+
+
+def _model_name_c1(s: Path, out: Path) -> None:
+    edit_toml(s, lambda d: d["model"].__setitem__("name", "shapes-a\x9b2J"))
+
+
 def _lock_is_directory(s: Path, out: Path) -> None:
     (s / ".lock").unlink()
     (s / ".lock").mkdir()
@@ -320,6 +343,11 @@ CASES: dict[str, tuple[Callable[[Path, Path], None], tuple[str, ...], tuple[str,
     "frames-shape": (_frames_shape, ("frames/lane-a.npy", "expected (N, 64, 64, 3)"), BOTH),
     "missing-file": (_missing_file, ("lane-b/opt_step.npy", "missing"), BOTH),
     "fifo-not-regular": (_fifo, ("lane-a/best_loss.npy", "not a regular file"), BOTH),
+    "prompt-escapes": (_prompt_escapes, ("session.toml", "'prompt' holds a control character (\\x1b)"), BOTH),
+    "prompt-only-controls": (_prompt_only_controls, ("session.toml", "'prompt'", "control character (\\x01)"), BOTH),
+    "prompt-nul": (_prompt_nul, ("session.toml", "'prompt'", "control character (\\x00)"), BOTH),
+    "change-escapes": (_change_escapes, ("session.toml", "'changes[0].new'", "control character (\\x1b)"), BOTH),
+    "model-name-c1": (_model_name_c1, ("session.toml", "'model.name'", "control character (\\x9b)"), BOTH),
     "lock-is-directory": (_lock_is_directory, (".lock", "cannot open the session lock"), ("run",)),
     "lock-is-symlink": (_lock_symlink, (".lock", "is a symlink"), ("run",)),
 }
@@ -332,6 +360,7 @@ def check_refused(capsys, tmp_path: Path, argv: list[str], needles: tuple[str, .
     lines = err.strip().splitlines()
     assert code == 2, err
     assert len(lines) == 1 and "Traceback" not in err, err
+    assert printable(lines[0]) == lines[0], lines[0]  # nothing from a file reaches the terminal raw
     for word in needles:
         assert word in lines[0], (word, lines[0])
     assert snapshot(tmp_path) == before

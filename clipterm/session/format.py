@@ -28,7 +28,9 @@ from clipterm.errors import SessionError
 from clipterm.lanespec import LANE_NAME, MAX_LANES, LaneSpec, check_lane_name, from_table
 from clipterm.parts.base import ParamError
 from clipterm.presets import from_legacy
+from clipterm.prompts import PromptError, parse_prompt
 from clipterm.session.npy import MAX_NPY_BYTES, one_line, parse_npy, read_regular
+from clipterm.text import first_control, printable
 
 FORMAT_VERSION = 2  # 1: flat seed parameters per lane (read, converted); 2: nested lane parts
 TOML_NAME = "session.toml"
@@ -225,6 +227,27 @@ def _toml_doc(files: _Files) -> tuple[dict, Path]:
         raise SessionError(f"{path}: not UTF-8 text") from None
 
 
+def _check_controls(value: object, where: str, key: str = "") -> None:
+    """Refuse control characters in every key and string of session.toml.
+
+    Why: its strings reach terminals (`clipterm info`, the app, logs); a session someone hands you
+    must not be able to send escape sequences there. Nothing clipterm writes ever holds one.
+    """
+    if isinstance(value, str):
+        bad = first_control(value)
+        if bad is not None:
+            raise SessionError(f"{where}: '{key}' holds a control character ({bad}); session text must be plain")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            name = f"{key}.{printable(k)}" if key else printable(k)
+            if first_control(k) is not None:
+                raise SessionError(f"{where}: key '{one_line(name, 60)}' holds a control character")
+            _check_controls(v, where, name)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_controls(v, where, f"{key}[{i}]")
+
+
 def _check_root(root: Path) -> None:
     if root.is_symlink():
         raise SessionError(f"{root}: session directory is a symlink; open its target instead")
@@ -283,7 +306,12 @@ def _load_once(root: Path, with_arrays: bool) -> Session:
         )
     if version < 1:
         raise SessionError(f"{where}: invalid format_version {version}")
+    _check_controls(doc, where)
     prompt = _req(doc, "prompt", str, where)
+    try:
+        parse_prompt(prompt)
+    except PromptError as e:
+        raise SessionError(f"{where}: 'prompt': {one_line(e)}") from None
     seed = _req(doc, "seed", int, where)
     if not 0 <= seed < 2**63:
         raise SessionError(f"{where}: seed {seed} out of range")

@@ -16,13 +16,15 @@ import numpy as np
 import numpy.lib.format as npformat
 
 from clipterm.errors import SessionError
+from clipterm.text import printable
 
 MAX_NPY_BYTES = 2 << 30
 
 
 def one_line(text: object, limit: int = 160) -> str:
-    """`text` on one line, cut at `limit`: untrusted text quoted in an error stays one short line."""
-    line = " ".join(str(text).split())
+    """`text` on one line, cut at `limit`, control characters escaped: untrusted text quoted in an error
+    stays one short line and cannot drive the terminal it is printed on."""
+    line = printable(" ".join(str(text).split()))
     return line if len(line) <= limit else line[:limit] + "…"
 
 
