@@ -6,12 +6,14 @@ backend alone for anything else in the process, and writes figures of fixed pixe
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
 from clipterm import session as sess
 from clipterm.errors import ClipTermError
+from clipterm.outputs import check_output, write_file
 from clipterm.probes import STAT_COLUMNS, generic_layer_names
 from clipterm.text import printable
 
@@ -41,10 +43,10 @@ def _figure(figsize: tuple[float, float]):
 
 
 def _save(fig, path: Path) -> None:
-    try:
-        fig.savefig(path, dpi=DPI, format="png")
-    except OSError as e:
-        raise ClipTermError(f"{path}: cannot write ({e.strerror or e})") from None
+    """Render in memory, then write whole or not at all (outputs.write_file)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=DPI, format="png")
+    write_file(path, buf.getvalue())
 
 
 def change_marks(changes: list[dict], lane: str | None = None) -> list[tuple[int, str, bool]]:
@@ -198,7 +200,7 @@ def plot_similarity(s: sess.Session, path: Path) -> Path:
 def analyze(session: Path, out: Path, log=None) -> list[Path]:
     """Write activations.png, gradients.png (when the session has probe records) and similarity.png."""
     s = sess.load(Path(session))
-    out = Path(out)
+    out = check_output(Path(out), "plots")  # a session (or a directory inside one) is never written into
     if out.exists() and not out.is_dir():
         raise ClipTermError(f"{out}: exists and is not a directory")
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from clipterm import session as sess
 from clipterm.errors import ClipTermError, SessionError, err
 from clipterm.judge import DEFAULT_JUDGE, Judge, read_image
 from clipterm.models import ModelBundle
+from clipterm.outputs import check_output, write_file
 from clipterm.prompts import PromptError, parse_prompt, slugify
 from clipterm.text import printable
 
@@ -229,12 +229,7 @@ def judge_results(results: list[LaneResult], outdir: Path, judge: Judge) -> None
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise ClipTermError(f"{path}: cannot write ({e.strerror})") from None
+    write_file(path, text.encode("utf-8"))
 
 
 def write_summary(outdir: Path, results: list[LaneResult], judge_name: str) -> tuple[Path, Path]:
@@ -279,6 +274,7 @@ def run_batch(args: argparse.Namespace, log: Callable[[str], None] = err) -> int
     outdir = Path(args.out)
     if outdir.exists() and (not outdir.is_dir() or sess.is_session(outdir)):
         raise ClipTermError(f"{outdir}: must be a directory of sessions (it is a file or a single session)")
+    check_output(outdir, "batch")  # not inside a session either
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

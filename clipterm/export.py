@@ -7,6 +7,7 @@ every model pixel stays a crisp square: the point is to see what the model made,
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from clipterm import session as sess
 from clipterm.errors import ClipTermError
+from clipterm.outputs import check_output_file, write_file
 from clipterm.text import printable
 
 FORMATS = ("png", "gif", "sheet")
@@ -73,21 +75,15 @@ def _open(path: Path, lane: str | None) -> sess.Session:
 
 
 def _prepare_out(out: Path) -> Path:
-    out = Path(out)
-    if out.is_dir():
-        raise ClipTermError(f"{out}: is a directory; give a file name")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ClipTermError(f"{out.parent}: cannot create output directory ({e.strerror})") from None
-    return out
+    """`--out`, refused when it is or would replace a session's file (a PNG over session.toml)."""
+    return check_output_file(out, "export")
 
 
 def _save(img: Image.Image, out: Path, **kw: object) -> None:
-    try:
-        img.save(out, **kw)
-    except OSError as e:
-        raise ClipTermError(f"{out}: cannot write ({e.strerror or e})") from None
+    """Encode in memory, then write whole or not at all (outputs.write_file)."""
+    buf = io.BytesIO()
+    img.save(buf, **kw)
+    write_file(out, buf.getvalue())
 
 
 def upscaled_name(out: Path, k: int) -> Path:
@@ -100,7 +96,7 @@ def export_png(session: Path, lane: str, out: Path, scale: int | None = None) ->
     out = _prepare_out(out)
     img = Image.fromarray(to_uint8(s.arrays[lane]["image"]))
     k = scale or auto_scale(img.width, PNG_TARGET)
-    big = upscaled_name(out, k)
+    big = _prepare_out(upscaled_name(out, k))
     _save(img, out, format="PNG")
     _save(upscale(img, k), big, format="PNG")
     return [out, big]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
 from sessionkit import cli as run_main
-from sessionkit import make_run
+from sessionkit import make_run, snapshot
 
 from clipterm.cli import main
 
@@ -136,3 +138,22 @@ def test_session_text_is_drawn_literally_not_as_mathtext(tmp_path, capsys):
     assert code == 0, err
     check_png(tmp_path / "plots" / "similarity.png", (1000, 500))
     check_png(tmp_path / "plots" / "gradients.png", (1200, 700))
+
+
+def test_out_that_is_or_lies_in_a_session_is_refused(tmp_path, capsys):
+    s = tmp_path / "s"
+    make_session(s, "shapes-a", "--lanes", "a", "--probe-every", "0")
+    capsys.readouterr()
+    os.symlink(s / "lane-a", tmp_path / "link")
+    before = snapshot(tmp_path)
+    for out, needle in [
+        (s, "is the session"),
+        (s / "lane-a", "lies inside the session"),
+        (s / "plots", "lies inside the session"),
+        (tmp_path / "link", "lies inside the session"),
+    ]:
+        code, stdout, err = run_main(capsys, "analyze", s, "--out", out)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and needle in lines[0], (out, err)
+        assert not stdout
+    assert snapshot(tmp_path) == before

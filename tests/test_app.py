@@ -6,6 +6,7 @@ The app opens paused (`--paused`) so each test steps explicitly ('.') and stays 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -403,6 +404,23 @@ async def test_export_png(tmp_path):
             await until(pilot, out.exists, what="export")
             assert Image.open(out).size == (64, 64)
             assert "exported lane A" in log_text(app)
+    finally:
+        close(app)
+
+
+async def test_export_refuses_an_exports_folder_that_is_a_symlink(tmp_path):
+    """A session handed to you cannot aim the app's exports (e) at another directory."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    app = make_app(tmp_path / "s")
+    os.symlink(elsewhere, tmp_path / "s" / "exports")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await step(pilot)
+            await pilot.press("e")
+            await until(pilot, lambda: "refusing to write exports" in log_text(app), what="the refusal")
+            assert list(elsewhere.iterdir()) == []
     finally:
         close(app)
 

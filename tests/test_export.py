@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageSequence
 from sessionkit import cli as run_main
-from sessionkit import edit_toml, make_run
+from sessionkit import edit_toml, make_run, snapshot
 
 from clipterm import export as ex
 from clipterm import session as sess
@@ -136,3 +137,38 @@ def test_sheet_of_a_session_whose_prompt_holds_a_newline_is_refused_in_one_line(
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "control character (\\x0a)" in lines[0], err
     assert not (tmp_path / "sheet.png").exists()
+
+
+def test_out_that_is_or_lies_in_a_session_is_refused(session, tmp_path, capsys):
+    """`--out S/session.toml` once replaced the session's own file with a PNG (exit 0)."""
+    s = tmp_path / "s"
+    shutil.copytree(session, s)
+    os.symlink(s / "session.toml", tmp_path / "link.png")
+    before = snapshot(tmp_path)
+    cases = [
+        ("png", s / "session.toml", "lies inside the session"),
+        ("png", s / "lane-a" / "image.npy", "lies inside the session"),
+        ("png", s / "lane-a" / "new.png", "lies inside the session"),
+        ("gif", s / "frames" / "lane-a.npy", "lies inside the session"),
+        ("sheet", s / "notes" / "sheet.png", "lies inside the session"),  # not even a new folder in it
+        ("png", tmp_path / "link.png", "lies inside the session"),  # a symlink to a session file
+    ]
+    for fmt, out, needle in cases:
+        code, stdout, err = run_main(capsys, "export", s, "--format", fmt, "--out", out)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and needle in lines[0] and str(s) in lines[0], (out, err)
+        assert not stdout
+    assert snapshot(tmp_path) == before
+    assert sess.load(s).steps == 8
+
+
+def test_out_hard_linked_to_a_session_file_is_replaced_not_written_through(session, tmp_path, capsys):
+    s = tmp_path / "s"
+    shutil.copytree(session, s)
+    os.link(s / "session.toml", tmp_path / "x.png")
+    before = snapshot(s)
+    code, _, err = run_main(capsys, "export", s, "--format", "png", "--out", tmp_path / "x.png")
+    assert code == 0, err
+    assert Image.open(tmp_path / "x.png").format == "PNG"
+    assert snapshot(s) == before and sess.load(s).steps == 8
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary left beside it

@@ -10,6 +10,7 @@ back to its last save and reports; the loop itself never dies.
 
 from __future__ import annotations
 
+import io
 import os
 import queue
 import re
@@ -30,6 +31,7 @@ from clipterm import session as sess
 from clipterm.engine import EngineError
 from clipterm.errors import ClipTermError, SessionError
 from clipterm.lanespec import LANE_NAME, LaneSpec
+from clipterm.outputs import write_file
 from clipterm.probes import STAT_COLUMNS, layer_rows
 from clipterm.runner import Run
 
@@ -511,9 +513,17 @@ class Controller:
 
         lane, e = cmd.lane, self.run.engine
         img = e.preview(lane, e.bundle.image_size)
-        dest = Path(cmd.folder) / f"lane-{lane}-step-{self.run.steps:07d}.png"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(dest)
+        folder = Path(cmd.folder)
+        if folder.is_symlink():  # a session handed to us must not point our writes elsewhere
+            raise ClipTermError(f"{folder}: is a symlink; refusing to write exports through it")
+        dest = folder / f"lane-{lane}-step-{self.run.steps:07d}.png"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ClipTermError(f"{folder}: cannot create ({exc.strerror})") from None
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        write_file(dest, buf.getvalue())  # whole or not at all; a planted symlink is replaced, not followed
         self.log(f"exported lane {lane.upper()} at step {self.run.steps} to {dest}")
 
     # ------------------------------------------------------------------ judge and snapshots
