@@ -10,10 +10,15 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clipterm import __version__
 from clipterm.errors import ClipTermError, err
 from clipterm.launch import PARAM_FLAGS, Progress, open_run
+from clipterm.text import printable
+
+if TYPE_CHECKING:
+    from clipterm.session import Session
 
 SUBCOMMANDS = ("run", "info", "judge", "train-shapes", "score", "export", "analyze", "presets")
 EXIT_BAD_INPUT = 2
@@ -281,7 +286,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Print a session's summary; read-only (works on a session another clipterm is running)."""
     from clipterm import session as sess
 
-    s = sess.load(args.session)
+    s = _load_without_torch(args.session)
     holder = sess.lock_holder(s.path)
     data = {
         "path": str(s.path),
@@ -302,16 +307,40 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    print(f"session  {s.path}" + (f"   (open in pid {holder})" if holder else ""))
-    print(f"prompt   {s.prompt}")
-    print(f"model    {s.model['name']} ({s.model['pretrained']})")
+    # Every string below came from the session's files (someone may have handed it to you): escaped.
+    print(f"session  {printable(str(s.path))}" + (f"   (open in pid {printable(holder)})" if holder else ""))
+    print(f"prompt   {printable(s.prompt)}")
+    print(f"model    {printable(s.model['name'])} ({printable(s.model['pretrained'])})")
     print(f"steps    {s.steps}   seed {s.seed}   changes {len(s.changes)}")
     for n, row in data["lanes"].items():
         nums = "  ".join(
             f"{k.replace('_similarity', '')} {v:.4f}" for k, v in row.items() if k not in ("preset", "parts")
         )
-        print(f"lane {n:<4} {row['preset']:<14} {nums}   [{row['parts']}]")
+        print(f"lane {printable(n):<4} {printable(row['preset']):<14} {nums}   [{printable(row['parts'])}]")
     return 0
+
+
+def _load_without_torch(path: Path) -> Session:
+    """`session.load` with every check, but the generator-state one done by `rngstate` instead of torch.
+
+    Why: the loader asks torch itself whether each lane's rng.npy is a valid generator state, and
+    importing torch for that one check made `clipterm info` take 3 s and 640 MB. The session
+    package keeps its check (run, the app and batches load torch anyway); only here, for the
+    duration of one read, the torch-free equivalent stands in for it. If the loader's check is
+    renamed, this falls back to the plain load (and tests/test_startup.py fails on the torch import).
+    """
+    from clipterm import session as sess
+    from clipterm.rngstate import valid_cpu_generator_state
+    from clipterm.session import format as fmt
+
+    real = getattr(fmt, "_valid_generator_state", None)
+    if real is None or "torch" in sys.modules:
+        return sess.load(path)
+    fmt._valid_generator_state = valid_cpu_generator_state
+    try:
+        return sess.load(path)
+    finally:
+        fmt._valid_generator_state = real
 
 
 def cmd_judge(args: argparse.Namespace) -> int:

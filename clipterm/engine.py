@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from clipterm import augment
 from clipterm.errors import ClipTermError
-from clipterm.lanespec import MAX_LANES, LaneSpec, check_lane_name
+from clipterm.lanespec import EVAL_COLUMNS, HISTORY_COLUMNS, MAX_LANES, LaneSpec, check_lane_name, opt_suffix
 from clipterm.models import ModelBundle, png_roundtrip
 from clipterm.parts.base import ParamError, lookup
 from clipterm.parts.image import ImageParam
@@ -30,8 +30,6 @@ from clipterm.parts.view import Transform
 from clipterm.presets import preset
 from clipterm.prompts import PromptTerm, parse_prompt
 
-HISTORY_COLUMNS = ("raw_sim", "loss", "sim_loss", "tv", "memory", "best_sim_loss")
-EVAL_COLUMNS = ("step", "robust_sim", "verified_sim")
 OWN = ""  # in a similarity term's model list: the run's own model
 
 
@@ -44,11 +42,6 @@ def lane_seed(seed: int, name: str) -> int:
     its position, so a lane draws the same views alone or beside others."""
     k = ord(name) - 96 if len(name) == 1 else 27 + zlib.crc32(name.encode()) % 1_000_000
     return (seed * 1_000_003 + k * 7919) % (2**63)
-
-
-def opt_suffix(tensor: str) -> str:
-    """Session file suffix of a tensor's optimizer moments ('' for pixel's 'param', as in format 1)."""
-    return "" if tensor == "param" else f"_{tensor}"
 
 
 @dataclass

@@ -28,6 +28,15 @@ LANE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 MAX_LANES = 8
 MAX_PARTS = 16
 FIRST = ("lr", "weight_decay", "views")  # the most edited settings lead the app's Parameters table
+# A lane's metric arrays (engine writes them, sessions store them): here, not in the engine, so the
+# session format and `clipterm info` know them without importing torch.
+HISTORY_COLUMNS = ("raw_sim", "loss", "sim_loss", "tv", "memory", "best_sim_loss")
+EVAL_COLUMNS = ("step", "robust_sim", "verified_sim")
+
+
+def opt_suffix(tensor: str) -> str:
+    """Session file suffix of a tensor's optimizer moments ('' for pixel's 'param', as in format 1)."""
+    return "" if tensor == "param" else f"_{tensor}"
 
 
 def check_lane_name(name: object) -> str:

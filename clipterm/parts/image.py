@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
-
+from clipterm.lazy import no_grad, torch
 from clipterm.parts.base import Part, register
 
 
@@ -40,7 +39,7 @@ class ImageParam(Part):
         """What the model sees, (1,3,H,W), differentiable in the tensors."""
         raise NotImplementedError
 
-    @torch.no_grad()
+    @no_grad
     def shown(self) -> torch.Tensor:
         """What a person sees, (1,3,H,W) in [0,1]."""
         return self.image().detach().float().clamp(0, 1)

@@ -10,8 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-
+from clipterm.lazy import torch
 from clipterm.parts.base import Part, register, setting
 
 
@@ -27,14 +26,14 @@ class OptimSettings:
 class Optimizer(Part):
     kind: ClassVar[str] = "optim"
     Settings = OptimSettings
-    torch_class: ClassVar[type[torch.optim.Optimizer]] = torch.optim.Adam
+    torch_name: ClassVar[str] = "Adam"  # a torch.optim class, by name: looked up when built, not at import
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
 
     def build(self, tensors: list[torch.Tensor]) -> torch.optim.Optimizer:
         s = self.settings
-        return self.torch_class(tensors, lr=s.lr, weight_decay=s.weight_decay)
+        return getattr(torch.optim, self.torch_name)(tensors, lr=s.lr, weight_decay=s.weight_decay)
 
     def scheduled(self) -> bool:
         return self.settings.schedule != "constant" or self.settings.warmup > 0
@@ -60,5 +59,5 @@ class Adam(Optimizer):
 @register
 class AdamW(Optimizer):
     name = "adamw"
-    torch_class = torch.optim.AdamW
+    torch_name = "AdamW"
     about = "AdamW (decoupled weight decay)"

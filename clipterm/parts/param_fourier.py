@@ -8,16 +8,15 @@ largest column norm), so the optimizer moves along directions natural images var
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-import torch
-
+from clipterm.lazy import no_grad, torch
 from clipterm.parts.base import setting
 from clipterm.parts.image import ImageParam, logit, register_param
 
 # Square root of the colour correlation of ImageNet pixels, as published with lucid.
-COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
-COLOR = COLOR_SQRT / COLOR_SQRT.norm(dim=0).max()
+COLOR_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
 CONTRAST = 4.0  # lucid divides the spatial image by 4 before the output squashing
 
 
@@ -27,6 +26,13 @@ class FourierSettings:
     decorrelate: bool = setting(True, bool, live=False, doc="map channels through lucid's colour matrix")
     output: str = setting("sigmoid", str, choices=("sigmoid", "clamp"), live=False, doc="squash to [0,1]")
     init_std: float = setting(0.01, float, 0.0, 10.0, live=False, doc="spread of the starting spectrum")
+
+
+@functools.cache
+def color() -> torch.Tensor:
+    """COLOR_SQRT normalised by its largest column norm (a tensor built on first use, not at import)."""
+    sqrt = torch.tensor(COLOR_SQRT)
+    return sqrt / sqrt.norm(dim=0).max()
 
 
 def frequencies(size: int) -> torch.Tensor:
@@ -58,7 +64,7 @@ class Fourier(ImageParam):
         scaled = torch.view_as_complex((spectrum * self._scale(spectrum.device)).contiguous())
         x = torch.fft.irfft2(scaled, s=(self.size, self.size), norm="ortho") / CONTRAST
         if self.settings.decorrelate:
-            x = torch.einsum("ij,bjhw->bihw", COLOR.to(x), x)
+            x = torch.einsum("ij,bjhw->bihw", color().to(x), x)
         return x
 
     def image(self) -> torch.Tensor:
@@ -67,12 +73,12 @@ class Fourier(ImageParam):
             return torch.sigmoid(x)
         return (x + 0.5).clamp(0, 1)
 
-    @torch.no_grad()
+    @no_grad
     def fit(self, canvas: torch.Tensor) -> float:
         target = canvas.to(self.tensors["spectrum"].device).float()
         x = logit(target) if self.settings.output == "sigmoid" else target - 0.5
         if self.settings.decorrelate:
-            x = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(COLOR).to(x), x)
+            x = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(color()).to(x), x)
         spec = torch.view_as_real(torch.fft.rfft2(x * CONTRAST, norm="ortho")) / self._scale(x.device)
         self.tensors["spectrum"].copy_(spec)
         return float((self.image() - target).abs().max())

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
+from clipterm.lazy import no_grad, torch
 from clipterm.parts.base import setting
 from clipterm.parts.image import ImageParam, register_param
 
@@ -36,7 +35,7 @@ class Pixel(ImageParam):
     def image(self) -> torch.Tensor:
         return self.tensors["param"]
 
-    @torch.no_grad()
+    @no_grad
     def shown(self) -> torch.Tensor:
         x = self.tensors["param"].detach().float()
         if self.settings.display == "minmax":
@@ -44,12 +43,12 @@ class Pixel(ImageParam):
             return (x - lo) / (hi - lo).clamp_min(1e-12)
         return x.clamp(0, 1)
 
-    @torch.no_grad()
+    @no_grad
     def after_step(self) -> None:
         if self.settings.clamp:
             self.tensors["param"].clamp_(0.0, 1.0)
 
-    @torch.no_grad()
+    @no_grad
     def fit(self, canvas: torch.Tensor) -> float:
         self.tensors["param"].copy_(canvas.to(self.tensors["param"]))
         return 0.0

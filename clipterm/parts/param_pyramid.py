@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
+from clipterm.lazy import F, no_grad, torch
 from clipterm.parts.base import setting
 from clipterm.parts.image import ImageParam, logit, register_param
 
@@ -56,7 +54,7 @@ class Pyramid(ImageParam):
     def image(self) -> torch.Tensor:
         return torch.sigmoid(self._sum())
 
-    @torch.no_grad()
+    @no_grad
     def fit(self, canvas: torch.Tensor) -> float:
         finest = self.tensors[f"level{self.size}"]
         target = canvas.to(finest).float()

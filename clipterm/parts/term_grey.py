@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
+from clipterm.lazy import torch
 from clipterm.parts.base import register, setting
 from clipterm.parts.term import Term
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from clipterm import losses
+from clipterm.lazy import lazy_module, torch
 from clipterm.parts.base import register, setting
 from clipterm.parts.term import Term
+
+losses = lazy_module("clipterm.losses")  # imports torch
 
 
 @dataclass(frozen=True)

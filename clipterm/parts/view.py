@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
-
+from clipterm.lazy import torch
 from clipterm.parts.base import Part
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from clipterm import augment
+from clipterm.lazy import lazy_module, torch
 from clipterm.parts.base import ParamError, register, setting
 from clipterm.parts.view import Transform
+
+augment = lazy_module("clipterm.augment")  # imports torch
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
+from clipterm.lazy import F, torch
 from clipterm.parts.base import ParamError, register, setting
 from clipterm.parts.view import Transform, expand
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
+from clipterm.lazy import torch
 from clipterm.parts.base import register, setting
 from clipterm.parts.view import Transform, expand
 

@@ -23,9 +23,17 @@ import numpy as np
 import tomli_w
 
 from clipterm import __version__
-from clipterm.engine import EVAL_COLUMNS, HISTORY_COLUMNS, opt_suffix
 from clipterm.errors import SessionError
-from clipterm.lanespec import LANE_NAME, MAX_LANES, LaneSpec, check_lane_name, from_table
+from clipterm.lanespec import (
+    EVAL_COLUMNS,
+    HISTORY_COLUMNS,
+    LANE_NAME,
+    MAX_LANES,
+    LaneSpec,
+    check_lane_name,
+    from_table,
+    opt_suffix,
+)
 from clipterm.parts.base import ParamError
 from clipterm.presets import from_legacy
 from clipterm.prompts import PromptError, parse_prompt
