@@ -21,7 +21,8 @@ import numpy as np
 
 from clipterm import session as sess
 from clipterm.errors import ClipTermError, SessionError, err
-from clipterm.judge import DEFAULT_JUDGE, Judge, read_image
+from clipterm.images import read_image, regular_input
+from clipterm.judge import DEFAULT_JUDGE, Judge
 from clipterm.models import ModelBundle
 from clipterm.outputs import check_output, write_file
 from clipterm.prompts import PromptError, parse_prompt, slugify
@@ -45,9 +46,7 @@ SUMMARY_COLUMNS = (
 
 def read_prompts(path: Path) -> list[str]:
     """One prompt per line; blank lines and lines starting with # are ignored; each is validated."""
-    p = Path(path)
-    if not p.is_file():
-        raise ClipTermError(f"{p}: no such prompts file")
+    p = regular_input(Path(path), "prompts file")  # a directory or FIFO is named as such
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:

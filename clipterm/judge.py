@@ -7,13 +7,12 @@ fools the model it was optimized on (seed 004's finding, made measurable).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from clipterm.errors import ClipTermError
+from clipterm.images import read_image as read_image  # the one safe reader; cli imports it from here
 from clipterm.models import ModelBundle
 from clipterm.shapes import base_captions
 
@@ -70,16 +69,3 @@ class Judge:
         """A float (3,H,W) canvas in [0,1], quantised to 8 bits as a saved PNG would be."""
         arr = (np.clip(canvas, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
         return self.rank_image(arr, prompt)
-
-
-def read_image(path: Path) -> Image.Image:
-    """Open an image file, with a one-line error for anything that is not one."""
-    p = Path(path)
-    if not p.is_file():
-        raise ClipTermError(f"{p}: no such image file")
-    try:
-        img = Image.open(p)
-        img.load()
-        return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ClipTermError(f"{p}: not a readable image ({str(e).splitlines()[0][:100]})") from None

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from clipterm.errors import ClipTermError
-from clipterm.judge import read_image
+from clipterm.images import read_image
 from clipterm.models import BUNDLED, ModelBundle, load_model
 from clipterm.prompts import parse_prompt
 
