@@ -284,8 +284,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- info, judge, train
 def cmd_info(args: argparse.Namespace) -> int:
     """Print a session's summary; read-only (works on a session another clipterm is running)."""
+    from clipterm import recipe as rc
     from clipterm import session as sess
 
+    if rc.has_recipe(args.session):
+        return _info_recipe(args)
     s = _load_without_torch(args.session)
     holder = sess.lock_holder(s.path)
     data = {
@@ -317,6 +320,40 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{k.replace('_similarity', '')} {v:.4f}" for k, v in row.items() if k not in ("preset", "parts")
         )
         print(f"lane {printable(n):<4} {printable(row['preset']):<14} {nums}   [{printable(row['parts'])}]")
+    return 0
+
+
+def _info_recipe(args: argparse.Namespace) -> int:
+    """`info` on a directory that holds only a recipe: a start-up killed before the first save."""
+    from clipterm import recipe as rc
+    from clipterm import session as sess
+
+    r = rc.read(args.session)
+    assert r is not None
+    holder = sess.lock_holder(args.session)
+    data = {
+        "path": str(args.session),
+        "recipe_only": True,
+        "prompt": r.prompt,
+        "model": {"name": r.model, "pretrained": r.pretrained},
+        "seed": r.seed,
+        "steps": 0,
+        "created": r.created,
+        "eval_every": r.eval_every,
+        "frame_every": r.frame_every,
+        "lanes": {n: {"preset": spec.preset, "parts": spec.describe()} for n, spec in r.lanes.items()},
+        "open_by_pid": holder,
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    state = f"being created by pid {printable(holder)}" if holder else "start-up did not finish"
+    print(f"session  {printable(str(args.session))}   ({state}: only its recipe; `clipterm run` starts it)")
+    print(f"prompt   {printable(r.prompt)}")
+    print(f"model    {printable(r.model or 'default')}" + (f" ({printable(r.pretrained)})" if r.pretrained else ""))
+    print(f"steps    0   seed {r.seed}")
+    for n, row in data["lanes"].items():
+        print(f"lane {printable(n):<4} {printable(row['preset']):<14} [{printable(row['parts'])}]")
     return 0
 
 

@@ -8,6 +8,8 @@ modules (runner, models, session) are imported where needed, so `clipterm --help
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,8 +20,9 @@ from clipterm.errors import ClipTermError, SessionError, err
 
 if TYPE_CHECKING:
     from clipterm.lanespec import LaneSpec
+    from clipterm.recipe import Recipe
     from clipterm.runner import Run
-    from clipterm.session import Session
+    from clipterm.session import Session, SessionLock
 
 PARAM_FLAGS = (  # run flags that set a lane setting of the same (short) key, on the --apply-to lanes
     "lr",
@@ -112,83 +115,214 @@ def open_run(args: argparse.Namespace, path: Path, log: Callable[[str], None] = 
     """Create or resume the session at `path` as the flags ask; returns a Run holding its lock.
 
     An existing session is checked completely (lock, files, model, flags) before anything in it is
-    touched, so a refused session is left byte-identical; only then is the lock taken.
+    touched, so a refused session is left byte-identical; only then is the lock taken. A new
+    session's recipe is written before anything heavy (see `_create`).
     """
     from clipterm import session as sess
-    from clipterm.models import load_default, load_model
-    from clipterm.runner import Autosave, Run, check_fits, checkpoint_mismatch, load_recorded_model, same_model
 
     if args.autosave_seconds < 0 or args.autosave_seconds != args.autosave_seconds:
         raise ClipTermError("--autosave-seconds must be >= 0")
     if args.raw_every < 1:
         raise ClipTermError("--raw-every must be >= 1")
-    autosave = Autosave(args.autosave_steps, args.autosave_seconds)
     from clipterm import presets
 
     for w in presets.warnings():  # a broken user preset file is skipped, and said so once per run
         log(f"warning: {w}")
-    if sess.is_session(path):
-        holder = sess.lock_holder(path)
-        if holder is not None:
+    if not sess.is_session(path):
+        return _create(args, path, log)
+    from clipterm.models import load_model
+    from clipterm.runner import Autosave, Run, check_fits, checkpoint_mismatch, load_recorded_model, same_model
+
+    autosave = Autosave(args.autosave_steps, args.autosave_seconds)
+    holder = sess.lock_holder(path)
+    if holder is not None:
+        raise SessionError(
+            f"{path}: session is already open in another clipterm process (pid {holder}); close that one first"
+        )
+    s = sess.load(path)
+    _check_resume_flags(s, args)
+    model = args.model or (s.model["name"] if args.pretrained else None)
+    if model and not same_model(s.model, model, args.pretrained):
+        if not args.retarget:
             raise SessionError(
-                f"{path}: session is already open in another clipterm process (pid {holder}); close that one first"
+                f"{path}: made with {s.model['name']}/{s.model['pretrained']}, not "
+                f"{model}{'/' + args.pretrained if args.pretrained else ''}; pass --retarget "
+                f"to continue it on the new model"
             )
-        s = sess.load(path)
-        _check_resume_flags(s, args)
-        model = args.model or (s.model["name"] if args.pretrained else None)
-        if model and not same_model(s.model, model, args.pretrained):
-            if not args.retarget:
-                raise SessionError(
-                    f"{path}: made with {s.model['name']}/{s.model['pretrained']}, not "
-                    f"{model}{'/' + args.pretrained if args.pretrained else ''}; pass --retarget "
-                    f"to continue it on the new model"
-                )
-            bundle = load_model(model, args.pretrained, args.device)
+        bundle = load_model(model, args.pretrained, args.device)
+        run = Run.retarget(path, bundle, autosave=autosave)
+        log(f"retargeted {path} from {s.model['name']} to {bundle.name}")
+    else:
+        bundle = load_recorded_model(s.model, args.device)
+        why = checkpoint_mismatch(s.model, bundle)
+        if why and not args.retarget:
+            raise SessionError(why)
+        if why:
             run = Run.retarget(path, bundle, autosave=autosave)
-            log(f"retargeted {path} from {s.model['name']} to {bundle.name}")
+            log(f"retargeted {path} to the changed weights of {bundle.name}")
         else:
-            bundle = load_recorded_model(s.model, args.device)
-            why = checkpoint_mismatch(s.model, bundle)
-            if why and not args.retarget:
-                raise SessionError(why)
-            if why:
-                run = Run.retarget(path, bundle, autosave=autosave)
-                log(f"retargeted {path} to the changed weights of {bundle.name}")
-            else:
-                check_fits(s, bundle)
-                run = Run.resume(path, bundle, autosave)
-        log(f"resumed {path} at step {run.steps} on {bundle.name} ({bundle.device})")
-        try:
-            apply_resume_flags(run, args)
-            run.engine.configure(args.precision, args.compile, args.raw_every)
-        except BaseException:
-            run.close()
-            raise
-        return run
+            check_fits(s, bundle)
+            run = Run.resume(path, bundle, autosave)
+    log(f"resumed {path} at step {run.steps} on {bundle.name} ({bundle.device})")
+    try:
+        apply_resume_flags(run, args)
+        run.engine.configure(args.precision, args.compile, args.raw_every)
+    except BaseException:
+        run.close()
+        raise
+    return run
+
+
+def _path_as_asked(text: str | None) -> str:
+    """A --pretrained value (or a `local-dir:` model) as a recipe keeps it: a path that exists made
+    absolute, so a resume from another directory finds it; a tag as given; None as ''."""
+    if not text:
+        return ""
+    head = "local-dir:" if text.startswith("local-dir:") else ""
+    candidate = Path(text[len(head) :]).expanduser()
+    return head + str(candidate.resolve()) if candidate.exists() else text
+
+
+def _model_as_asked(name: str | None) -> str:
+    """A --model value as a recipe keeps it (only `local-dir:` names hold a path)."""
+    return _path_as_asked(name) if name and name.startswith("local-dir:") else (name or "")
+
+
+def _asked_model(recipe: Recipe, args: argparse.Namespace) -> tuple[str, str]:
+    """(model, pretrained) that the flags ask for on top of a recipe: the recipe's where none is given,
+    and no pretrained of the recipe's model carried over to another model."""
+    model = _model_as_asked(args.model) or recipe.model
+    pretrained = _path_as_asked(args.pretrained) or (recipe.pretrained if model == recipe.model else "")
+    return model, pretrained
+
+
+def _recipe_from_flags(args: argparse.Namespace, path: Path) -> Recipe:
+    """What a new session's flags ask for, every flag checked (nothing is written before this passes)."""
+    from clipterm.prompts import parse_prompt
+    from clipterm.recipe import Recipe
+
     if args.prompt is None:
         raise ClipTermError("--prompt is required for a new session")
-    lanes = lane_specs_from_args(args)
-    if args.model:
-        bundle = load_model(args.model, args.pretrained, args.device)
+    parse_prompt(args.prompt)
+    return Recipe(
+        prompt=args.prompt,
+        seed=args.seed or 0,
+        lanes=lane_specs_from_args(args),
+        model=_model_as_asked(args.model),
+        pretrained=_path_as_asked(args.pretrained),
+        eval_every=50 if args.eval_every is None else args.eval_every,
+        frame_every=args.frame_every or 10,
+    )
+
+
+def _check_recipe_flags(found: Recipe, args: argparse.Namespace, path: Path) -> None:
+    """Flags given when a recipe is resumed: checked as on a session at step 0 (seed and lanes fixed,
+    other settings recorded as changes), and a model other than the recipe's needs --retarget."""
+    from clipterm import session as sess
+
+    at_zero = sess.Session(
+        path=path,
+        prompt=found.prompt,
+        seed=found.seed,
+        model={"name": found.model, "pretrained": found.pretrained},
+        lanes=dict(found.lanes),
+        steps=0,
+        arrays={},
+    )
+    _check_resume_flags(at_zero, args)
+    asked = _asked_model(found, args)
+    if asked != (found.model, found.pretrained) and not args.retarget:
+        shown = found.model or "the default model"
+        raise SessionError(
+            f"{path}: was started with {shown}{'/' + found.pretrained if found.pretrained else ''}, not "
+            f"{'/'.join(x for x in asked if x)}; pass --retarget to start it on the new model"
+        )
+
+
+def _create(args: argparse.Namespace, path: Path, log: Callable[[str], None]) -> Run:
+    """Create a session: its recipe on disk (under the lock) before torch, open_clip and the model load.
+
+    A run killed at any moment therefore leaves either nothing (all checks happen first) or a recipe
+    that `clipterm run PATH --steps N` turns into the same session without --prompt. A start-up that
+    fails here (a model that does not load...) removes what it wrote, so a refused command leaves
+    nothing behind.
+    """
+    from clipterm import recipe as rc
+    from clipterm import session as sess
+
+    rc.check_new_session_dir(path)  # everything is checked before anything is written
+    found = rc.read(path)
+    wanted = _recipe_from_flags(args, path) if found is None else None
+    if found is not None:
+        _check_recipe_flags(found, args, path)
+    made_dir = not os.path.lexists(path)
+    made_lock = not os.path.lexists(path / sess.LOCK)
+    lock = sess.SessionLock(path).acquire()  # refuses a directory another clipterm is starting in
+    wrote = False
+    try:
+        if sess.is_session(path):
+            raise SessionError(f"{path}: a session was created here meanwhile; run again to resume it")
+        again = rc.read(path)  # under the lock: what the previous holder left is what counts
+        if again != found:
+            raise SessionError(f"{path}: its recipe changed meanwhile; run again to resume it")
+        if wanted is not None:
+            rc.write(path, wanted)
+            wrote = True
+        recipe = wanted or found
+        assert recipe is not None
+        if found is not None:
+            log(f"starting {path} from its recipe (a start-up that did not finish)")
+        run = _create_from(recipe, args, path, lock, log)
+    except BaseException:
+        if wrote:
+            rc.remove(path)
+        if made_lock:  # unlinked while still held, so no other process can have taken this lock file
+            with contextlib.suppress(OSError):
+                os.unlink(path / sess.LOCK)
+        lock.release()
+        if made_dir:
+            with contextlib.suppress(OSError):  # something else appeared meanwhile: leave it
+                os.rmdir(path)
+        raise
+    try:  # the session exists from here on: a failure closes it, and leaves it
+        if found is not None:
+            apply_resume_flags(run, args)
+        run.engine.configure(args.precision, args.compile, args.raw_every)
+    except BaseException:
+        run.close()
+        raise
+    for w in run.engine.warnings:
+        log(f"warning: {w}")
+    log(f"new session {path} on {run.engine.bundle.name} ({run.engine.bundle.device}), lanes {','.join(recipe.lanes)}")
+    return run
+
+
+def _create_from(
+    recipe: Recipe, args: argparse.Namespace, path: Path, lock: SessionLock, log: Callable[[str], None]
+) -> Run:
+    """Load the recipe's model (or, with --retarget, the flags') and make the session at step 0."""
+    from clipterm.models import load_default, load_model
+    from clipterm.runner import Autosave, Run
+
+    model, pretrained = _asked_model(recipe, args) if args.retarget else (recipe.model, recipe.pretrained)
+    if model:
+        bundle = load_model(model, pretrained or None, args.device)
     else:
         bundle, note = load_default(args.device)
         if note:
             log(note)
-    run = Run.create(
+    return Run.create(
         path,
         bundle,
-        args.prompt,
-        lanes,
-        seed=args.seed or 0,
-        eval_every=50 if args.eval_every is None else args.eval_every,
-        frame_every=args.frame_every or 10,
-        autosave=autosave,
+        recipe.prompt,
+        dict(recipe.lanes),
+        seed=recipe.seed,
+        eval_every=recipe.eval_every,
+        frame_every=recipe.frame_every,
+        autosave=Autosave(args.autosave_steps, args.autosave_seconds),
+        lock=lock,
+        created=recipe.created,
     )
-    run.engine.configure(args.precision, args.compile, args.raw_every)
-    for w in run.engine.warnings:
-        log(f"warning: {w}")
-    log(f"new session {path} on {bundle.name} ({bundle.device}), lanes {','.join(lanes)}")
-    return run
 
 
 def _resume_specs(lanes: dict[str, LaneSpec], args: argparse.Namespace) -> dict[str, LaneSpec]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clipterm import recipe
 from clipterm import session as sess
 from clipterm.engine import Engine
 from clipterm.errors import ClipTermError, SessionError
@@ -120,6 +121,7 @@ class Run:
         self.frames: dict[str, list[np.ndarray]] = {n: [] for n in engine.lanes}
         self.frame_steps: dict[str, list[int]] = {n: [] for n in engine.lanes}
         self.saved_step = -1
+        self.recipe_superseded = False  # whether a save has removed a recipe.toml left from start-up
         self.saved_changes = 0
         self.last_save_time = time.monotonic()
         self.lock = sess.SessionLock(self.path)
@@ -136,19 +138,29 @@ class Run:
         eval_every: int = 50,
         frame_every: int = 10,
         autosave: Autosave | None = None,
+        lock: sess.SessionLock | None = None,
+        created: str | None = None,
     ) -> Run:
+        """A new session at `path`, saved at step 0. `lock`: the session's lock, already taken (open_run
+        takes it before writing the recipe; it stays held if this fails); else it is taken here. The
+        first save removes a recipe."""
         path = Path(path)
-        _check_new_session_dir(path)
+        if lock is None:
+            recipe.check_new_session_dir(path)
         engine = new_engine(bundle, prompt, lanes, seed, eval_every)
-        run = cls(path, engine, autosave, frame_every)
-        run.lock.acquire()
+        run = cls(path, engine, autosave, frame_every, created=created)
+        if lock is not None:
+            run.lock = lock
+        else:
+            run.lock.acquire()
         try:
             if sess.is_session(path):  # another process created it while we were loading the model
                 raise SessionError(f"{path}: a session was created here meanwhile; run again to resume it")
             run._capture()
             run.save()
         except BaseException:
-            run.lock.release()
+            if lock is None:  # a lock the caller passed is the caller's to release (after its clean-up)
+                run.lock.release()
             raise
         return run
 
@@ -301,28 +313,12 @@ class Run:
 
     def save(self) -> None:
         sess.save(self.to_session())
+        if not self.recipe_superseded:  # this run's first save: session.toml now says all a recipe said
+            recipe.remove(self.path)
+            self.recipe_superseded = True
         self.saved_step = self.steps
         self.saved_changes = len(self.engine.changes)
         self.last_save_time = time.monotonic()
-
-
-def _check_new_session_dir(path: Path) -> None:
-    """A new session goes into a missing or empty directory, or one a crash left during creation
-    (only .lock and an incomplete .pending/); anything else is the user's and is left alone."""
-    if path.is_symlink():
-        raise SessionError(f"{path}: is a symlink; give the real directory for a new session")
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise SessionError(f"{path}: exists and is not an empty directory or a clipterm session")
-    names = {p.name for p in path.iterdir()}
-    leftovers_ok = (
-        names <= {sess.LOCK, sess.PENDING}
-        and (sess.LOCK not in names or sess.is_regular_file(path / sess.LOCK))
-        and (sess.PENDING not in names or (path / sess.PENDING).is_dir() and not (path / sess.PENDING).is_symlink())
-    )
-    if not leftovers_ok:
-        raise SessionError(f"{path}: exists and is not an empty directory or a clipterm session")
 
 
 def _load_lane(engine: Engine, path: Path, name: str, arrays: dict[str, np.ndarray], refit: bool) -> None:

@@ -1,0 +1,209 @@
+"""A new session's recipe: what it was asked to be, on disk before anything heavy runs.
+
+Loading torch, open_clip and a model takes seconds; a run killed then used to leave no session, so
+`clipterm run S --steps N` answered "--prompt is required". `open_run` now writes `recipe.toml`
+(prompt, model as asked, seed, lanes, eval/frame settings, step 0) atomically into the new session
+directory, under the session's lock, before it loads anything; a run that finds only a recipe
+creates the session from it. The first full save (session.toml) supersedes the recipe, which is
+then removed. docs/SESSION_FORMAT.md specifies the file.
+
+This module is torch-free: it runs before torch is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+
+from clipterm import __version__
+from clipterm import session as sess
+from clipterm.errors import ClipTermError, SessionError
+from clipterm.lanespec import MAX_LANES, LaneSpec, check_lane_name, from_table
+from clipterm.parts.base import ParamError
+from clipterm.session.npy import one_line, read_regular
+from clipterm.text import first_control
+
+RECIPE = "recipe.toml"
+RECIPE_TMP = ".recipe.toml.tmp"  # the recipe being written; renamed to RECIPE once it is on disk
+RECIPE_VERSION = 1
+MAX_RECIPE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a new session is made of, before its model is loaded."""
+
+    prompt: str
+    seed: int
+    lanes: dict[str, LaneSpec]
+    model: str = ""  # as asked: "" = the default model (ViT-B-32/openai, else the bundled shapes-a)
+    pretrained: str = ""  # as asked: a tag, a checkpoint path (made absolute), or "" for none
+    eval_every: int = 50
+    frame_every: int = 10
+    created: str = field(default_factory=sess.now)
+
+
+def has_recipe(path: Path) -> bool:
+    """Whether `path` holds a recipe but no session yet (a start-up that did not finish)."""
+    return os.path.lexists(Path(path) / RECIPE) and not sess.is_session(Path(path))
+
+
+def render(r: Recipe) -> bytes:
+    doc = {
+        "recipe_version": RECIPE_VERSION,
+        "format_version": sess.FORMAT_VERSION,
+        "clipterm_version": __version__,
+        "created": r.created,
+        "prompt": r.prompt,
+        "seed": r.seed,
+        "steps": 0,
+        "eval_every": r.eval_every,
+        "frame_every": r.frame_every,
+        "model": {"name": r.model, "pretrained": r.pretrained},
+        "lanes": {name: spec.to_table() for name, spec in r.lanes.items()},
+    }
+    return tomli_w.dumps(doc).encode()
+
+
+def write(path: Path, r: Recipe) -> None:
+    """Write the recipe atomically: a temporary file, fsync, rename, fsync of the directory.
+
+    A kill at any moment leaves either no recipe or a complete one (and at most a stale temporary
+    file, which check_new_session_dir accepts and the next write replaces).
+    """
+    path = Path(path)
+    tmp = path / RECIPE_TMP
+    data = render(r)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path / RECIPE)
+        _fsync_dir(path)
+    except OSError as e:
+        raise SessionError(f"{e.filename or path}: cannot write the session's recipe ({e.strerror})") from None
+
+
+def remove(path: Path) -> None:
+    """Drop the recipe (and a stale temporary one) once session.toml holds everything it said."""
+    removed = False
+    for name in (RECIPE, RECIPE_TMP):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(Path(path) / name)
+            removed = True
+    if removed:
+        _fsync_dir(Path(path))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read(path: Path) -> Recipe | None:
+    """The recipe in `path`, validated (a SessionError names the file and the problem), or None."""
+    root = Path(path)
+    file = root / RECIPE
+    if not os.path.lexists(file):
+        return None
+    data = read_regular(file, root, MAX_RECIPE_BYTES)
+    where = str(file)
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise SessionError(f"{where}: TOML syntax error: {one_line(e)}") from None
+    except UnicodeDecodeError:
+        raise SessionError(f"{where}: not UTF-8 text") from None
+    version = _req(doc, "recipe_version", int, where)
+    if version != RECIPE_VERSION:
+        raise SessionError(f"{where}: recipe_version {version} is not one this clipterm reads ({RECIPE_VERSION})")
+    prompt = _text(doc, "prompt", where)
+    from clipterm.prompts import parse_prompt
+
+    try:
+        parse_prompt(prompt)
+    except ClipTermError as e:
+        raise SessionError(f"{where}: 'prompt': {one_line(e)}") from None
+    seed = _req(doc, "seed", int, where)
+    if not 0 <= seed < 2**63:
+        raise SessionError(f"{where}: seed {seed} out of range")
+    if _req(doc, "steps", int, where) != 0:
+        raise SessionError(f"{where}: a recipe is a session at step 0, but 'steps' is {doc['steps']}")
+    eval_every = _req(doc, "eval_every", int, where)
+    frame_every = _req(doc, "frame_every", int, where)
+    if not 0 <= eval_every <= sess.MAX_STEPS or not 1 <= frame_every <= sess.MAX_STEPS:
+        raise SessionError(f"{where}: eval_every/frame_every out of range")
+    model = _req(doc, "model", dict, where)
+    name, pretrained = _text(model, "name", f"{where} [model]"), _text(model, "pretrained", f"{where} [model]")
+    lanes_doc = _req(doc, "lanes", dict, where)
+    if not 1 <= len(lanes_doc) <= MAX_LANES:
+        raise SessionError(f"{where}: [lanes] must hold 1 to {MAX_LANES} lanes, got {len(lanes_doc)}")
+    lanes: dict[str, LaneSpec] = {}
+    for lane, table in lanes_doc.items():
+        try:
+            lanes[check_lane_name(lane)] = from_table(table, f"lane {lane}")
+        except ParamError as e:
+            raise SessionError(f"{where}: [lanes] {one_line(e)}") from None
+    return Recipe(
+        prompt=prompt,
+        seed=seed,
+        lanes=lanes,
+        model=name,
+        pretrained=pretrained,
+        eval_every=eval_every,
+        frame_every=frame_every,
+        created=_text(doc, "created", where),
+    )
+
+
+def _req(doc: dict, key: str, kind: type, where: str) -> object:
+    if key not in doc:
+        raise SessionError(f"{where}: missing key '{key}'")
+    val = doc[key]
+    if not isinstance(val, kind) or isinstance(val, bool) and kind is not bool:
+        raise SessionError(f"{where}: '{key}' must be {kind.__name__}, got {type(val).__name__}")
+    return val
+
+
+def _text(doc: dict, key: str, where: str) -> str:
+    """A string field without control characters (recipe text reaches terminals, like session.toml's)."""
+    val = _req(doc, key, str, where)
+    bad = first_control(val)  # type: ignore[arg-type]
+    if bad is not None:
+        raise SessionError(f"{where}: '{key}' holds a control character ({bad})")
+    return val  # type: ignore[return-value]
+
+
+def check_new_session_dir(path: Path) -> None:
+    """A new session goes into a missing or empty directory, or one a crash left during creation
+    (only .lock, an incomplete .pending/, a recipe and its temporary file); anything else is the
+    user's and is left alone. (`read` then refuses a recipe that is not a regular file; `write`
+    unlinks a temporary one, never writing through it.)"""
+    if path.is_symlink():
+        raise SessionError(f"{path}: is a symlink; give the real directory for a new session")
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise SessionError(f"{path}: exists and is not an empty directory or a clipterm session")
+    names = {p.name for p in path.iterdir()}
+    pending = path / sess.PENDING
+    leftovers_ok = (
+        names <= {sess.LOCK, sess.PENDING, RECIPE, RECIPE_TMP}
+        and (sess.LOCK not in names or sess.is_regular_file(path / sess.LOCK))
+        and (sess.PENDING not in names or pending.is_dir() and not pending.is_symlink())
+    )
+    if not leftovers_ok:
+        raise SessionError(f"{path}: exists and is not an empty directory or a clipterm session")
