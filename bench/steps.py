@@ -12,9 +12,15 @@ process, after warm-up; median and spread over repetitions are printed, plus the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
+import re
 import statistics
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +31,33 @@ from clipterm.models import load_model, stock_layout
 from clipterm.presets import preset
 
 PROMPT = "a red circle on a black background"
+# libkineto (the torch profiler's native side) logs to file descriptor 2 in its own format, e.g.
+# "USDT:2026-11-25 11:04:47 21649:21649 SyncActivityProfilerHandler.cpp:39] profiler_start".
+KINETO_LINE = re.compile(r"^(USDT|VERBOSE|INFO|WARNING|STAGE|ERROR):\d{4}-\d\d-\d\d [\d:]+ \d+:\d+ \S+\.cpp:\d+\] ")
+
+
+@contextlib.contextmanager
+def without_kineto_log() -> Iterator[None]:
+    """Keep libkineto's log lines out of the bench's output (they are not ours to print).
+
+    libkineto writes them from C++ straight to file descriptor 2 (not through sys.stderr), so fd 2
+    is pointed at a temporary file for the profiled region; afterwards every line that is not in
+    kineto's format goes to stderr as it would have, so a real warning or error is never lost.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().decode(errors="replace").splitlines(True) if not KINETO_LINE.match(ln)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def step_peak_mib(fn, device: torch.device, steps: int = 2) -> float:
@@ -44,7 +77,7 @@ def step_peak_mib(fn, device: torch.device, steps: int = 2) -> float:
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with without_kineto_log(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         for _ in range(steps):
             fn()
     total = peak = 0

@@ -244,6 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     run = None
+    progress = None
     try:
         run = open_run(args, args.out, log=say)
         from clipterm.probes import configure
@@ -275,6 +276,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         return 0
     finally:
+        if progress is not None:
+            progress.close()
         if run is not None:
             run.close()
         for s, h in old.items():

@@ -8,13 +8,14 @@ modules (runner, models, session) are imported where needed, so `clipterm --help
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
 from clipterm.errors import ClipTermError, SessionError, err
 
@@ -424,31 +425,102 @@ def apply_resume_flags(run: Run, args: argparse.Namespace) -> None:
 
 
 class Progress:
-    """A one-line progress bar on a terminal; plain lines every ~10 % otherwise."""
+    """Progress of a headless run: Rich's progress display on a terminal, plain lines otherwise.
 
-    def __init__(self, total: int, start: int, quiet: bool) -> None:
+    On a terminal (stderr is a tty): a bar, steps done/total, rate, elapsed time, ETA and the lanes'
+    latest similarities, redrawn at most every 0.1 s (no refresh thread: the run's loop drives it).
+    Otherwise (a log file, a pipe, CI) one plain `step N/TOTAL  R steps/s  A 0.123  B 0.456` line
+    every ~10 %, which scripts and tests read.
+    """
+
+    def __init__(
+        self, total: int, start: int, quiet: bool, stream: TextIO | None = None, tty: bool | None = None
+    ) -> None:
         self.total, self.start, self.quiet = total, start, quiet
-        self.tty = sys.stderr.isatty()
+        self.stream = stream  # None: sys.stderr as it is at each write
+        self.tty = (stream or sys.stderr).isatty() if tty is None else tty
         self.t0 = time.monotonic()
-        self.last_line = 0.0
+        self.last_refresh = 0.0
         self.next_mark = start
+        # rich.progress.Progress, made now (its clock starts with the run) and shown at the first update
+        self._rich: Any = None
+        self._task: Any = None
+        self._started = False
+        if self.tty and not quiet:
+            self._make_rich()
 
     def update(self, step: int, sims: dict[str, float]) -> None:
         if self.quiet:
             return
-        rate = (step - self.start) / max(1e-9, time.monotonic() - self.t0)
         sim = "  ".join(f"{k.upper()} {v:.3f}" for k, v in sims.items())
-        frac = step / max(1, self.total)
         if self.tty:
-            now = time.monotonic()
-            if now - self.last_line < 0.1 and step < self.total:
-                return
-            self.last_line = now
-            bar = "#" * int(frac * 30)
-            sys.stderr.write(f"\r[{bar:<30}] {step}/{self.total}  {rate:6.1f} steps/s  {sim}   ")
-            if step >= self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-        elif step >= self.next_mark or step >= self.total:
-            sys.stderr.write(f"step {step}/{self.total}  {rate:.1f} steps/s  {sim}\n")
+            self._update_rich(step, sim)
+            return
+        if step >= self.next_mark or step >= self.total:
+            rate = (step - self.start) / max(1e-9, time.monotonic() - self.t0)
+            (self.stream or sys.stderr).write(f"step {step}/{self.total}  {rate:.1f} steps/s  {sim}\n")
             self.next_mark = step + max(1, self.total // 10)
+
+    def _update_rich(self, step: int, sim: str) -> None:
+        if self._rich is None:
+            return  # closed
+        self._rich.update(self._task, completed=step, sims=sim)
+        now = time.monotonic()
+        if not self._started:
+            self._started = True
+            self.last_refresh = now
+            self._rich.start()  # draws the first state
+            atexit.register(self.close)  # a run stopped by a signal still gives the cursor back
+        if step >= self.total:
+            self.close()  # the final state stays on screen, followed by a newline
+        elif now - self.last_refresh >= 0.1:
+            self.last_refresh = now
+            self._rich.refresh()
+
+    def _make_rich(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as RichProgress
+        from rich.text import Text
+
+        class RateColumn(ProgressColumn):  # here, not at the top: Rich is imported only for a terminal
+            """Steps per second over Rich's recent samples."""
+
+            def render(self, task: Any) -> Text:
+                speed = task.speed
+                return Text(f"{speed:6.1f} steps/s" if speed else "     ? steps/s", style="progress.data.speed")
+
+        if self.stream is None:
+            console = Console(stderr=True)
+        else:
+            console = Console(file=self.stream, force_terminal=True, width=120)
+        self._rich = RichProgress(
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[sims]}"),
+            console=console,
+            auto_refresh=False,
+            redirect_stdout=False,  # stderr lines logged meanwhile print above the bar
+        )
+        self._task = self._rich.add_task("steps", total=self.total, completed=self.start, sims="")
+        self._rich.advance(self._task, 0)  # a sample at the start, so the rate and ETA show from the first update
+
+    def close(self) -> None:
+        """Stop the live display (idempotent); the terminal gets its cursor back."""
+        rich, self._rich = self._rich, None
+        if rich is not None and self._started:
+            try:
+                rich.stop()
+            except OSError:
+                pass  # the terminal is gone (SSH dropped)

@@ -20,9 +20,14 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
+
+# textual-image has no public API for the terminal's cell size in pixels (its renderables call this
+# themselves). It and the attributes FastHalfcell/FastHalfcellImage reuse (_render_size,
+# _image_data, _image, _renderable, _get_styled_size, _Renderable) are pinned in pyproject.toml to
+# the tested range, and tests/test_textual_image_api.py fails when any of them moves.
 from textual_image._terminal import get_cell_size
 from textual_image.renderable.halfcell import Image as HalfcellRenderable
-from textual_image.widget._base import Image as BaseImage
+from textual_image.widget import HalfcellImage
 
 T = TypeVar("T")
 _HEX = [f"{i:02x}" for i in range(256)]
@@ -100,7 +105,7 @@ class FastHalfcell(HalfcellRenderable):
         return rows
 
 
-class FastHalfcellImage(BaseImage, Renderable=FastHalfcell):
+class FastHalfcellImage(HalfcellImage, Renderable=FastHalfcell):
     """Half-block frame widget: no relayout per frame, and the last two pictures' renderables kept.
 
     One frame slot shows lane A or lane B in turn, so toggling back to a lane whose canvas has not
@@ -123,7 +128,7 @@ class FastHalfcellImage(BaseImage, Renderable=FastHalfcell):
             self._renderable = None
             self.refresh()
             return
-        BaseImage.image.fset(self, value)  # type: ignore[attr-defined]
+        HalfcellImage.image.fset(self, value)  # type: ignore[attr-defined]
 
     def render(self):
         if not self._image:
