@@ -119,6 +119,8 @@ def read(path: Path) -> Recipe | None:
     file = root / RECIPE
     if not os.path.lexists(file):
         return None
+    if root.is_symlink():  # as for sessions: the directory itself, never a link to it
+        raise SessionError(f"{root}: session directory is a symlink; open its target instead")
     data = read_regular(file, root, MAX_RECIPE_BYTES)
     where = str(file)
     try:

@@ -115,6 +115,14 @@ def test_resume_from_recipe_checks_flags_first(tmp_path, capsys, flags, needle):
     assert snapshot(tmp_path) == before
 
 
+def test_recipe_in_a_symlinked_directory_is_refused(tmp_path, capsys):
+    s = recipe_dir(tmp_path)
+    os.symlink(s, tmp_path / "link")
+    for argv in (["info", tmp_path / "link"], ["run", tmp_path / "link", "--steps", "2", "--quiet"]):
+        code, _, err = cli(capsys, *argv)
+        assert code == 2 and "symlink" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_recipe_being_started_by_another_process_is_refused(tmp_path, capsys):
     s = recipe_dir(tmp_path)
     with sess.SessionLock(s):
