@@ -6,6 +6,7 @@ The app opens paused (`--paused`) so each test steps explicitly ('.') and stays 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sessionkit import APP_FLAGS
+from sessionkit import APP_FLAGS, cli
 
 from clipterm import session as sess
 from clipterm.app import DEFAULT_PROMPT, build_app, new_session_path
@@ -553,6 +554,59 @@ async def test_out_of_memory_in_worker_keeps_app_up(tmp_path, monkeypatch):
             assert app.snapshot.steps == 2
     finally:
         close(app)
+
+
+async def test_full_disk_at_autosave_keeps_the_run_going_and_the_next_autosave_retries(tmp_path, monkeypatch):
+    from clipterm.session import journal
+
+    app = make_app(tmp_path / "s", "--autosave-steps", "2", "--autosave-seconds", "0")
+    real, calls = journal.write_bytes, {"n": 0}
+
+    def full_once(path: Path, data: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:  # the first autosave (step 2) runs out of space on its third file
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(journal, "write_bytes", full_once)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await pilot.press("space")  # run
+            await until(pilot, lambda: "autosave failed" in log_text(app), what="the failed autosave")
+            assert "No space left on device" in log_text(app) and "still running" in log_text(app)
+            await until(pilot, lambda: "autosaved at step" in log_text(app), what="the retry")
+            assert app.controller.running and "(paused)" not in log_text(app)
+            await pilot.press("space")
+    finally:
+        close(app)
+    assert not (tmp_path / "s" / ".pending").exists()
+    assert sess.load(tmp_path / "s", with_arrays=False).steps >= 4
+
+
+def test_a_refused_session_is_one_line_from_the_app(tmp_path, capsys):
+    """The app once printed `opening DIR …` and then the refusal: two lines."""
+    s = tmp_path / "s"
+    s.mkdir()
+    (s / "session.toml").write_text("format_version = 2\nsteps = = 1\n")
+    code, out, err = cli(capsys, s, *APP_FLAGS)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "TOML syntax error" in lines[0], err
+
+
+def test_opening_status_on_a_terminal_is_erased_by_the_refusal(tmp_path):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    s = tmp_path / "s"
+    s.mkdir()
+    (s / "session.toml").write_text("format_version = 2\nsteps = = 1\n")
+    term = Terminal()
+    with pytest.raises(sess.SessionError):
+        build_app(build_app_parser().parse_args([str(s), *APP_FLAGS]), log_stream=term)
+    shown = term.getvalue()
+    assert shown.startswith("clipterm: opening ") and shown.endswith("\r\x1b[K") and "\n" not in shown
 
 
 async def test_nan_canvas_rolls_back_to_last_save(tmp_path):

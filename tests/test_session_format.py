@@ -239,6 +239,33 @@ def test_disk_error_during_save_is_one_line_and_keeps_the_previous_save(session,
     assert _same(_loaded(session), old)
 
 
+def test_full_disk_mid_save_removes_the_partial_journal_and_the_next_save_works(session, monkeypatch):
+    """ENOSPC after two whole files and half of a third: one line, no .pending/ left, every byte of
+    the previous save as it was; the same run saves fine once there is room again."""
+    run, new = _advanced_copy(session, 2)
+    before = snapshot(session)  # with the lock taken (it holds the writer's pid)
+    real, calls = journal.write_bytes, {"n": 0}
+
+    def fills_up(path: Path, data: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            return real(path, data)
+        path.write_bytes(data[: len(data) // 2])
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(journal, "write_bytes", fills_up)
+    with pytest.raises(sess.SessionError) as e:
+        run.save()
+    msg = str(e.value)
+    assert "\n" not in msg and "No space left on device" in msg and "the previous save is kept" in msg, msg
+    assert not (session / ".pending").exists()
+    assert snapshot(session) == before
+    monkeypatch.undo()
+    run.save()  # room again: the retry writes the whole new save
+    run.close()
+    assert sess.load(session).steps == 14 and _same(_loaded(session), new)
+
+
 def test_readers_racing_a_writer_see_whole_saves(session):
     """`info` never locks: while a writer saves again and again, every read is one whole save."""
     import threading

@@ -280,6 +280,21 @@ def _model_name_c1(s: Path, out: Path) -> None:
     edit_toml(s, lambda d: d["model"].__setitem__("name", "shapes-a\x9b2J"))
 
 
+def _unknown_top_level_key(s: Path, out: Path) -> None:
+    """The next save would silently drop it, so it is refused instead."""
+    edit_toml(s, lambda d: d.__setitem__("notes", "mine"))
+
+
+def _wrong_shape_image(s: Path, out: Path) -> None:
+    put_npy(s, "lane-a/image.npy", get_npy(s, "lane-a/image.npy")[:, :32, :32].copy())
+
+
+def _wrong_shape_image_and_best(s: Path, out: Path) -> None:
+    """Once reported as param.npy (the first array that disagreed with the damaged ones)."""
+    for rel in ("lane-a/image.npy", "lane-a/best.npy"):
+        put_npy(s, rel, get_npy(s, rel)[:, :32, :32].copy())
+
+
 def _lock_is_directory(s: Path, out: Path) -> None:
     (s / ".lock").unlink()
     (s / ".lock").mkdir()
@@ -348,6 +363,9 @@ CASES: dict[str, tuple[Callable[[Path, Path], None], tuple[str, ...], tuple[str,
     "prompt-nul": (_prompt_nul, ("session.toml", "'prompt'", "control character (\\x00)"), BOTH),
     "change-escapes": (_change_escapes, ("session.toml", "'changes[0].new'", "control character (\\x1b)"), BOTH),
     "model-name-c1": (_model_name_c1, ("session.toml", "'model.name'", "control character (\\x9b)"), BOTH),
+    "unknown-top-level-key": (_unknown_top_level_key, ("session.toml", "unknown key 'notes'"), BOTH),
+    "wrong-shape-image": (_wrong_shape_image, ("lane-a/image.npy", "shape (3, 32, 32), expected (3, 64, 64)"), BOTH),
+    "wrong-shape-image-and-best": (_wrong_shape_image_and_best, ("lane-a/image.npy", "shape (3, 32, 32)"), BOTH),
     "lock-is-directory": (_lock_is_directory, (".lock", "cannot open the session lock"), ("run",)),
     "lock-is-symlink": (_lock_symlink, (".lock", "is a symlink"), ("run",)),
 }

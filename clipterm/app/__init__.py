@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from clipterm.prompts import slugify
+from clipterm.text import printable
 
 DEFAULT_PROMPT = "a red circle on a black background"
 SESSIONS_DIR = Path("sessions")
@@ -68,16 +69,31 @@ def build_app(args: argparse.Namespace, log_stream=None):
         args.prompt = DEFAULT_PROMPT
     image_cls = image_class(args.render)
     lines: list[str] = []
+    # On a terminal, "opening PATH …" is a status line that the next line replaces: a log line, or
+    # the refusal the CLI prints, so a refused session reads as one line, as everywhere else.
+    showing = log_stream is not None and _is_terminal(log_stream)
+
+    def clear_status() -> None:
+        nonlocal showing
+        if showing:
+            log_stream.write("\r\x1b[K")  # back to the line's start, erase it
+            log_stream.flush()
+            showing = False
 
     def log(msg: str) -> None:
         lines.append(msg.replace(str(path), path.name))
         if log_stream is not None:
-            log_stream.write(f"clipterm: {msg}\n")
+            clear_status()
+            log_stream.write(f"clipterm: {printable(msg)}\n")
             log_stream.flush()
 
-    if log_stream is not None:
-        log_stream.write(f"clipterm: opening {path} …\n")
-    run = open_run(args, path, log=log)
+    if showing:
+        log_stream.write(f"clipterm: opening {printable(str(path))} …")
+        log_stream.flush()
+    try:
+        run = open_run(args, path, log=log)
+    finally:
+        clear_status()
     try:
         ui_state = read_ui_state(path) if resuming else {}
         judge = None if args.judge == "none" else args.judge
@@ -93,6 +109,14 @@ def build_app(args: argparse.Namespace, log_stream=None):
     except BaseException:
         run.close()
         raise
+
+
+def _is_terminal(stream: object) -> bool:
+    """Whether `stream` is a terminal (a status line there can be erased; in a log file it cannot)."""
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def settle_heap() -> None:

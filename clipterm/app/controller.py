@@ -34,6 +34,7 @@ from clipterm.lanespec import LANE_NAME, LaneSpec
 from clipterm.outputs import write_file
 from clipterm.probes import STAT_COLUMNS, layer_rows
 from clipterm.runner import Run
+from clipterm.session.npy import read_regular
 
 SPARK_POINTS = 240
 LAYER_TREND = 12  # probe records behind each row's trend in the Layers view
@@ -114,10 +115,13 @@ class WorkerStopped(Message):
 
 # ---------------------------------------------------------------------------- UI state file
 def read_ui_state(path: Path) -> dict:
-    """Active lane and split view remembered next to the session (missing or broken: defaults)."""
+    """Active lane and split view remembered next to the session (missing, broken or not a regular
+    file, such as a FIFO that would block the read: defaults)."""
+    root = Path(path)
     try:
-        doc = tomllib.loads((Path(path) / UI_STATE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        data = read_regular(root / UI_STATE, root, 64 << 10)
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (ClipTermError, OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return {}
     out = {}
     if isinstance(doc.get("lane"), str) and LANE_NAME.match(doc["lane"]):
@@ -128,9 +132,8 @@ def read_ui_state(path: Path) -> dict:
 
 
 def write_ui_state(path: Path, state: dict) -> None:
-    tmp = Path(path) / (UI_STATE + ".tmp")
-    tmp.write_bytes(tomli_w.dumps(state).encode())
-    os.replace(tmp, Path(path) / UI_STATE)
+    """app.toml, written whole through a fresh temporary file (nothing planted there is written through)."""
+    write_file(Path(path) / UI_STATE, tomli_w.dumps(state).encode())
 
 
 # ---------------------------------------------------------------------------- commands
@@ -413,14 +416,32 @@ class Controller:
     def _step_once(self) -> None:
         run = self.run
         evals_before = {n: len(ln.evals) for n, ln in run.engine.lanes.items()}
-        if run.step(1):
-            self.log(f"autosaved at step {run.steps}")
-            self._write_ui_state()
+        try:
+            if run.step(1):
+                self.log(f"autosaved at step {run.steps}")
+                self._write_ui_state()
+        except SessionError as e:  # the step is done; only its autosave failed (a full disk)
+            self._autosave_failed(e)
         self._rate.add(time.monotonic(), run.steps)
         if any(len(ln.evals) != evals_before[n] for n, ln in run.engine.lanes.items()):
             self._refresh_judge()
 
     # ------------------------------------------------------------------ failures
+    def _autosave_failed(self, e: SessionError) -> None:
+        """Keep running: the steps are in memory, the previous save is whole, the next autosave retries.
+
+        Pausing would lose nothing either, but a disk that fills up during a long unattended run
+        should not stop it; the time-based schedule restarts so a full disk is not retried every step.
+        """
+        self.run.last_save_time = time.monotonic()
+        self.log(
+            f"autosave failed: {e}; still running, the next autosave retries (the save of step "
+            f"{self.run.saved_step} is kept)",
+            "error",
+            notify=True,
+        )
+        self._dirty = True
+
     def _fail(self, e: BaseException) -> None:
         """Report, pause, and put the engine back to its last save so the user can continue."""
         if isinstance(e, _oom_types()):
@@ -612,7 +633,7 @@ class Controller:
     def _write_ui_state(self) -> None:
         try:
             write_ui_state(self.run.path, dict(self.view))
-        except OSError as e:
+        except (ClipTermError, OSError) as e:
             self.log(f"could not remember the view: {e}", "warning")
 
 

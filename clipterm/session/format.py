@@ -65,6 +65,27 @@ LANE_ARRAYS: dict[str, tuple[str, str]] = {
 FINITE = ("image", "best", "opt_step")
 # Numbers session.toml keeps per lane for `clipterm info` (derived from history/evals at save time)
 SUMMARY_KEYS = ("last_similarity", "best_similarity", "robust_similarity", "verified_similarity")
+# session.toml's top-level keys. Anything else is refused on load: the next save would drop it.
+TOP_LEVEL_KEYS = frozenset(
+    {
+        "format_version",
+        "clipterm_version",
+        "created",
+        "updated",
+        "prompt",
+        "seed",
+        "steps",
+        "eval_every",
+        "frame_every",
+        "theme",
+        "history_columns",
+        "eval_columns",
+        "model",
+        "lanes",
+        "changes",
+        "files",
+    }
+)
 # Optional per-lane arrays (absent in older sessions): layer probe records, see clipterm/probes.py
 OPTIONAL_LANE_ARRAYS: dict[str, str] = {"probes": "float32", "probe_steps": "int64"}
 PROBE_STATS = 6
@@ -315,6 +336,12 @@ def _load_once(root: Path, with_arrays: bool) -> Session:
     if version < 1:
         raise SessionError(f"{where}: invalid format_version {version}")
     _check_controls(doc, where)
+    unknown = sorted(set(doc) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise SessionError(
+            f"{where}: unknown key '{one_line(unknown[0], 40)}' (not part of format_version {version}; "
+            f"the next save would drop it)"
+        )
     prompt = _req(doc, "prompt", str, where)
     try:
         parse_prompt(prompt)
@@ -367,7 +394,7 @@ def _load_once(root: Path, with_arrays: bool) -> Session:
     )
     if with_arrays:
         for name, spec in lanes.items():
-            s.arrays[name] = _load_lane(files, name, spec, steps)
+            s.arrays[name] = _load_lane(files, name, spec, steps, model.get("image_size"))
         shapes = {a["image"].shape for a in s.arrays.values()}
         if len(shapes) > 1:
             raise SessionError(f"{root}: lanes have different canvas shapes {sorted(shapes)}")
@@ -459,11 +486,13 @@ def _check_files_table(table: dict, lanes: dict, where: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in table.items()}
 
 
-def _load_lane(files: _Files, lane: str, spec: LaneSpec, steps: int) -> dict[str, np.ndarray]:
+def _load_lane(files: _Files, lane: str, spec: LaneSpec, steps: int, size: int | None = None) -> dict[str, np.ndarray]:
+    """A lane's arrays, each checked against the canvas side `size` that session.toml records
+    ([model] image_size), so a shape error names the damaged file, not the next one read."""
     d = lane_dir_name(lane)
     out: dict[str, np.ndarray] = {}
     paths: dict[str, Path] = {}
-    canvas_shape = None
+    canvas_shape = None if size is None else (3, size, size)
     for key, (dtype, kind) in LANE_ARRAYS.items():
         arr, path = files.npy(f"{d}/{key}.npy", dtype)
         paths[key] = path
@@ -471,7 +500,8 @@ def _load_lane(files: _Files, lane: str, spec: LaneSpec, steps: int) -> dict[str
             if arr.ndim != 3 or arr.shape[0] != 3 or arr.shape[1] != arr.shape[2] or not 8 <= arr.shape[1] <= 4096:
                 raise SessionError(f"{path}: shape {arr.shape}, expected (3, S, S)")
             if canvas_shape is not None and arr.shape != canvas_shape:
-                raise SessionError(f"{path}: shape {arr.shape} differs from the lane's canvas {canvas_shape}")
+                because = "session.toml's [model] image_size" if size is not None else "the lane's canvas"
+                raise SessionError(f"{path}: shape {arr.shape}, expected {canvas_shape} ({because})")
             canvas_shape = arr.shape
         elif kind == "scalar" and arr.shape != ():
             raise SessionError(f"{path}: shape {arr.shape}, expected a scalar")

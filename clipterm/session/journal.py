@@ -24,6 +24,7 @@ from clipterm.session.format import (
     TOML_NAME,
     Session,
     is_known_file,
+    is_session,
     lane_dir_name,
     now,
     pending_name,
@@ -53,21 +54,47 @@ def write_bytes(path: Path, data: bytes) -> None:
 def save(s: Session) -> None:
     """Write the whole session atomically (journal in .pending/, then rename into place).
 
-    Disk errors become a SessionError: the previous save is still complete then, and the caller
-    decides whether to go on.
+    Disk errors (a full disk: ENOSPC) become a one-line SessionError. Before the commit point the
+    partial journal is removed and the previous save is still complete, so the caller can go on
+    and simply save again later.
     """
     try:
         _save(s)
     except OSError as e:
-        raise SessionError(f"{e.filename or s.path}: cannot save the session ({e.strerror or e})") from None
+        at = f" writing {Path(e.filename).name}" if e.filename else ""
+        kept = "; the previous save is kept" if is_session(s.path) else ""
+        raise SessionError(f"{s.path}: cannot save the session ({e.strerror or e}{at}){kept}") from None
 
 
 def _save(s: Session) -> None:
     root = s.path
     root.mkdir(parents=True, exist_ok=True)
     roll_forward(root)  # an interrupted save is finished (or dropped), never deleted half-moved
+    files = _encode(s)
     pending = root / PENDING
     pending.mkdir()
+    committed = False
+    try:
+        for rel, data in files.items():
+            write_bytes(pending / pending_name(rel), data)
+        _fsync_dir(pending)
+        write_bytes(pending / COMPLETE, "\n".join(files).encode())
+        _fsync_dir(pending)
+        committed = True
+    finally:
+        if not committed:  # out of space, an I/O error, an interrupt: drop the partial journal
+            shutil.rmtree(pending, ignore_errors=True)
+    try:
+        roll_forward(root)
+    except OSError as e:  # committed: readers already see the new save, the next writer finishes it
+        raise SessionError(
+            f"{root}: the save is complete in {PENDING}/ but could not be moved into place "
+            f"({e.strerror or e}); the next clipterm to open the session finishes it"
+        ) from None
+
+
+def _encode(s: Session) -> dict[str, bytes]:
+    """Every file of the save as bytes (relative path -> bytes), session.toml last."""
     files: dict[str, bytes] = {}
     for lane, arrays in s.arrays.items():
         d = lane_dir_name(lane)
@@ -83,12 +110,7 @@ def _save(s: Session) -> None:
     hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items() if rel.endswith(".npy")}
     s.updated = now()
     files[TOML_NAME] = render_toml(s, hashes)  # last: renamed into place after every file it vouches for
-    for rel, data in files.items():
-        write_bytes(pending / pending_name(rel), data)
-    _fsync_dir(pending)
-    write_bytes(pending / COMPLETE, "\n".join(files).encode())
-    _fsync_dir(pending)
-    roll_forward(root)
+    return files
 
 
 def roll_forward(root: Path) -> None:
