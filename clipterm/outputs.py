@@ -18,7 +18,12 @@ from clipterm.errors import ClipTermError
 
 
 def session_around(path: Path) -> Path | None:
-    """The session directory that `path` is or lies inside (symlinks resolved), or None."""
+    """The session directory that `path` is or lies inside (symlinks resolved), or None.
+
+    A directory holding only a recipe (a start-up killed before the first save) counts: it is a
+    session being made, and its recipe.toml is what resumes it.
+    """
+    from clipterm.recipe import RECIPE
     from clipterm.session import is_session
 
     try:
@@ -26,7 +31,7 @@ def session_around(path: Path) -> Path | None:
     except (OSError, RuntimeError) as e:  # a symlink loop
         raise ClipTermError(f"{path}: cannot resolve ({e})") from None
     for d in (real, *real.parents):
-        if is_session(d):
+        if is_session(d) or os.path.lexists(d / RECIPE):
             return d
     return None
 

@@ -144,19 +144,23 @@ def test_out_that_is_or_lies_in_a_session_is_refused(session, tmp_path, capsys):
     s = tmp_path / "s"
     shutil.copytree(session, s)
     os.symlink(s / "session.toml", tmp_path / "link.png")
+    (tmp_path / "starting").mkdir()  # a start-up killed before its first save holds only its recipe
+    (tmp_path / "starting" / "recipe.toml").write_text("recipe_version = 1\n")
     before = snapshot(tmp_path)
+    starting = tmp_path / "starting"
     cases = [
-        ("png", s / "session.toml", "lies inside the session"),
-        ("png", s / "lane-a" / "image.npy", "lies inside the session"),
-        ("png", s / "lane-a" / "new.png", "lies inside the session"),
-        ("gif", s / "frames" / "lane-a.npy", "lies inside the session"),
-        ("sheet", s / "notes" / "sheet.png", "lies inside the session"),  # not even a new folder in it
-        ("png", tmp_path / "link.png", "lies inside the session"),  # a symlink to a session file
+        ("png", s / "session.toml", s),
+        ("png", s / "lane-a" / "image.npy", s),
+        ("png", s / "lane-a" / "new.png", s),
+        ("gif", s / "frames" / "lane-a.npy", s),
+        ("sheet", s / "notes" / "sheet.png", s),  # not even a new folder in it
+        ("png", tmp_path / "link.png", s),  # a symlink to a session file
+        ("png", starting / "recipe.toml", starting),
     ]
-    for fmt, out, needle in cases:
+    for fmt, out, where in cases:
         code, stdout, err = run_main(capsys, "export", s, "--format", fmt, "--out", out)
         lines = err.strip().splitlines()
-        assert code == 2 and len(lines) == 1 and needle in lines[0] and str(s) in lines[0], (out, err)
+        assert code == 2 and len(lines) == 1 and f"lies inside the session {where}" in lines[0], (out, err)
         assert not stdout
     assert snapshot(tmp_path) == before
     assert sess.load(s).steps == 8
