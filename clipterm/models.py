@@ -22,7 +22,7 @@ from PIL import Image
 from clipterm.errors import ModelUnavailable
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-BUNDLED = ("shapes-a", "shapes-b")
+BUNDLED = ("shapes-a", "shapes-b", "shapes-c")
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "openai"
 FALLBACK_MODEL = "shapes-a"
@@ -302,7 +302,7 @@ def load_model(name: str, pretrained: str | None = None, device: str | None = "a
     clean = name.replace("/", "-")
     if open_clip.get_model_config(clean) is None:
         raise ModelUnavailable(
-            f"unknown model {name!r}: use shapes-a, shapes-b or an open_clip name such as ViT-B-32, RN50, ViT-L-14"
+            f"unknown model {name!r}: use {', '.join(BUNDLED)} or an open_clip name such as ViT-B-32, RN50, ViT-L-14"
         )
     tokenizer = open_clip.get_tokenizer(clean)
     if pretrained is None:

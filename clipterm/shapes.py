@@ -131,6 +131,8 @@ class Arch:
 ARCHS = {
     "vit": Arch(vision={"layers": 3, "width": 128, "patch_size": 8, "head_width": 32}),
     "resnet": Arch(vision={"layers": [1, 1, 1, 1], "width": 16, "head_width": 32}),
+    # shapes-c, the held-out judge: another patch size (16) and width (160) than shapes-a
+    "vit-p16": Arch(vision={"layers": 3, "width": 160, "patch_size": 16, "head_width": 32}),
 }
 
 

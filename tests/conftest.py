@@ -22,6 +22,12 @@ def shapes_b():
     return load_model("shapes-b", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def shapes_c():
+    """The held-out judge (a ViT with 16-pixel patches, seed 3): nothing is optimized against it."""
+    return load_model("shapes-c", device="cpu")
+
+
 @pytest.fixture
 def shared_shapes_a(monkeypatch, shapes_a):
     """Make app code reuse the session-scoped shapes-a bundle instead of reloading it for each app."""

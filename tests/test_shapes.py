@@ -33,7 +33,7 @@ def test_base_world_is_rendered_as_specified():
 
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_model_reaches_98_percent(name, request):
-    bundle = request.getfixturevalue("shapes_a" if name == "shapes-a" else "shapes_b")
+    bundle = request.getfixturevalue(name.replace("-", "_"))
     acc = shapes.zero_shot_accuracy(bundle.model, bundle.tokenizer, n=1000, seed=424242)
     assert acc >= 0.98, f"{name}: {acc:.1%}"
 
@@ -46,9 +46,24 @@ def test_bundled_model_files(name):
     assert not list(d.glob("*.pt")) and not list(d.glob("*.bin"))
 
 
-def test_models_differ_in_architecture(shapes_a, shapes_b):
+def test_models_differ_in_architecture(shapes_a, shapes_b, shapes_c):
     assert type(shapes_a.model.visual).__name__ == "VisionTransformer"
     assert type(shapes_b.model.visual).__name__ == "ModifiedResNet"
+    assert type(shapes_c.model.visual).__name__ == "VisionTransformer"
+    patch = {b.name: b.model.visual.patch_size for b in (shapes_a, shapes_c)}
+    width = {b.name: b.model.visual.transformer.width for b in (shapes_a, shapes_c)}
+    assert patch == {"shapes-a": (8, 8), "shapes-c": (16, 16)} and width == {"shapes-a": 128, "shapes-c": 160}
+
+
+def test_each_bundled_model_has_its_training_record(request):
+    import json
+
+    seeds = set()
+    for name in BUNDLED:
+        record = json.loads((bundled_dir(name) / "training.json").read_text())
+        assert record["zero_shot_top1"] >= 0.98 and record["arch"] in shapes.ARCHS
+        seeds.add(record["seed"])
+    assert len(seeds) == len(BUNDLED)  # each trained from its own seed
 
 
 def _save_png(path: Path, img: np.ndarray) -> Path:
