@@ -1,85 +1,145 @@
-"""Quality yardstick: for every base prompt and preset, own-model vs judge similarity and judge top-1.
+"""Recognition yardstick: does an independent model see the prompt in what a preset paints?
 
-    python bench/judge.py [--steps 200] [--model shapes-a] [--judge shapes-b] [--prompts N] [--seeds K]
+    python bench/judge.py [--presets P ...] [--variant NAME=PRESET,key=value ...] [--judges shapes-b shapes-c]
+                          [--steps 200] [--seeds 3] [--prompts 24] [--model shapes-a] [--sheets DIR]
 
-Each prompt is optimized on --model; the final canvas is saved as an 8-bit image and shown to the
-judge, an independently trained model. 'judge top-1' is the fraction of prompts whose own caption
-the judge ranks first among the 24 base captions. Prints a Markdown table (pasted into README).
+Each of the 24 base prompts is optimized on --model with every preset (all presets of a prompt are
+lanes of one engine: one batched pass per step; a lane's result does not depend on its neighbours).
+The final canvas, as an 8-bit image, is shown to each judge: models trained separately, never
+optimized against. 'top-1' is the fraction of prompts whose own caption the judge ranks first among
+the 24 base captions (chance: 4 %). A judge that is part of a preset's objective (an ensemble) is
+not a judge for that preset: its cells read '—'.
 
-With one seed the top-1 rate of a constrained preset moves by 10+ points between augmentation seeds
-(24 prompts is a small sample), so --seeds K repeats everything with seeds 0..K-1 and reports the
-mean with the range over seeds.
+Held-out discipline: tune with --judges shapes-b only; shapes-c is looked at once, for the report.
+With --seeds K every number is the mean over seeds 0..K-1 with the range of the per-seed means.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
 from clipterm.engine import Engine
 from clipterm.judge import Judge
+from clipterm.lanespec import MAX_LANES, LaneSpec, apply_pairs
+from clipterm.launch import parse_lane_arg
 from clipterm.models import load_model
 from clipterm.presets import preset
+from clipterm.runner import extra_models
 from clipterm.shapes import base_captions
 
-CONFIGS = {
-    "unconstrained": preset("unconstrained"),
-    "constrained": preset("constrained"),
-    "constrained, 4 views": preset("constrained").with_value("views", 4),
-    "constrained, 8 views, TV 1e-3": preset("constrained").with_value("views", 8).with_value("tv_weight", 1e-3),
-    "self-guided": preset("self-guided"),
-}
+DEFAULT_PRESETS = ("unconstrained", "constrained", "lucid", "pyramid", "cutouts", "ensemble")
+
+
+def configs(args: argparse.Namespace) -> dict[str, LaneSpec]:
+    out = {name: preset(name) for name in args.presets}
+    for text in args.variant or []:
+        name, base, pairs = parse_lane_arg(text)
+        out[name] = apply_pairs(preset(base), pairs)
+    return out
+
+
+def run_prompt(bundle, models, specs: dict[str, LaneSpec], prompt: str, seed: int, steps: int) -> dict:
+    """Every spec's final canvas and own similarity for one prompt, MAX_LANES lanes per engine."""
+    names = list(specs)
+    out = {}
+    for i in range(0, len(names), MAX_LANES):
+        chunk = names[i : i + MAX_LANES]
+        lanes = {f"l{j}": specs[n] for j, n in enumerate(chunk)}
+        e = Engine(bundle, prompt, lanes, seed=seed, eval_every=0, models=models)
+        e.step(steps)
+        e.flush()
+        for j, n in enumerate(chunk):
+            out[n] = (e.shown(f"l{j}"), float(e.lanes[f"l{j}"].history[-1, 0]))
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="*", default=list(DEFAULT_PRESETS))
+    ap.add_argument("--variant", action="append", help="NAME=PRESET,key=value,... (as --lane)")
+    ap.add_argument("--judges", nargs="+", default=["shapes-b"])
     ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--model", default="shapes-a")
-    ap.add_argument("--judge", default="shapes-b")
+    ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--prompts", type=int, default=24, help="use the first N base captions")
-    ap.add_argument("--seeds", type=int, default=1, help="repeat with seeds 0..K-1; report mean and range")
+    ap.add_argument("--model", default="shapes-a")
+    ap.add_argument("--sheets", type=Path, default=None, help="write a contact sheet per preset (seed 0)")
     args = ap.parse_args()
 
+    specs = configs(args)
     bundle = load_model(args.model, device="auto")
-    judge = Judge(load_model(args.judge, device=bundle.device.type))
+    models = extra_models(specs, bundle)
+    judges = {j: Judge(load_model(j, device=bundle.device.type)) for j in args.judges}
     prompts = base_captions()[: args.prompts]
-    names = list(CONFIGS)
-    pairs = [names[i : i + 2] for i in range(0, len(names), 2)]  # two presets per engine: one batched pass
-    # rows[name][metric][seed] = values over prompts
-    rows = {n: {"own": [], "judge": [], "top1": []} for n in names}
+    # rows[name][metric] = per seed, the values over prompts
+    rows: dict[str, dict[str, list[list[float]]]] = {n: {} for n in specs}
+    pictures: dict[str, list[np.ndarray]] = {n: [] for n in specs}
     t0 = time.time()
     for seed in range(args.seeds):
         for r in rows.values():
-            for metric in r.values():
-                metric.append([])
+            for metric in ("own", *[f"{j}/{m}" for j in judges for m in ("sim", "top1")]):
+                r.setdefault(metric, []).append([])
         for prompt in prompts:
-            for pair in pairs:
-                e = Engine(bundle, prompt, {lane: CONFIGS[n] for lane, n in zip("ab", pair)}, seed=seed, eval_every=0)
-                e.step(args.steps)
-                e.flush()
-                for lane, name in zip("ab", pair):
-                    v = judge.rank_canvas(e.shown(lane), prompt)
-                    rows[name]["own"][-1].append(float(e.lanes[lane].history[-1, 0]))
-                    rows[name]["judge"][-1].append(float(v.prompt_score))
-                    rows[name]["top1"][-1].append(float(v.top == prompt))
+            for name, (canvas, own) in run_prompt(bundle, models, specs, prompt, seed, args.steps).items():
+                rows[name]["own"][-1].append(own)
+                if seed == 0:
+                    pictures[name].append(canvas)
+                for jname, judge in judges.items():
+                    v = judge.rank_canvas(canvas, prompt)
+                    rows[name][f"{jname}/sim"][-1].append(float(v.prompt_score))
+                    rows[name][f"{jname}/top1"][-1].append(float(v.top == prompt))
     elapsed = time.time() - t0
-    seeds = "seed 0" if args.seeds == 1 else f"seeds 0..{args.seeds - 1} (mean, [min–max] over seeds)"
+    seeds = "seed 0" if args.seeds == 1 else f"seeds 0..{args.seeds - 1} (mean [min–max of the per-seed means])"
     print(
-        f"model {args.model} -> judge {args.judge}, {len(prompts)} base prompts, {args.steps} steps, "
+        f"optimized on {args.model}; judges {', '.join(judges)}; {len(prompts)} base prompts, {args.steps} steps, "
         f"{seeds}, device {bundle.device}, {elapsed:.0f}s\n"
     )
-    print("| preset | similarity on own model | similarity on judge | judge ranks the prompt first |")
-    print("| --- | --- | --- | --- |")
-    for name in names:
-        r = {k: np.array(v) for k, v in rows[name].items()}  # (seeds, prompts)
-        print(f"| {name} | {_cell(r['own'], '.3f')} | {_cell(r['judge'], '.3f')} | {_cell(r['top1'], '.0%')} |")
+    head = "| preset | parts | similarity on own model(s) |"
+    head += "".join(f" similarity on {j} | top-1 on {j} |" for j in judges)
+    print(head + "\n" + "| --- " * (3 + 2 * len(judges)) + "|")
+    for name, spec in specs.items():
+        line = f"| {name} | {spec.describe()} | {_cell(rows[name]['own'], '.3f')} |"
+        for j in judges:
+            if j in spec.models():
+                line += " — | — |"
+            else:
+                line += f" {_cell(rows[name][f'{j}/sim'], '.3f')} | {_cell(rows[name][f'{j}/top1'], '.0%')} |"
+        print(line)
+    if args.sheets is not None:
+        args.sheets.mkdir(parents=True, exist_ok=True)
+        for name, canvases in pictures.items():
+            path = args.sheets / f"{name}.png"
+            prompt_sheet(canvases, prompts, f"{name} on {args.model}, {args.steps} steps, seed 0", path)
+            print(f"sheet: {path}")
 
 
-def _cell(values: np.ndarray, fmt: str) -> str:
+def prompt_sheet(canvases: list[np.ndarray], prompts: list[str], title: str, out: Path) -> None:
+    """One picture per prompt, 6 to a row, each upscaled 3x with its prompt under it (Pillow's font)."""
+    from PIL import Image, ImageDraw
+
+    from clipterm.export import to_uint8, upscale
+
+    cols, k, pad, text_h = 6, 3, 8, 28
+    side = canvases[0].shape[-1] * k
+    rows = -(-len(canvases) // cols)
+    sheet = Image.new("RGB", (cols * (side + pad) + pad, 24 + rows * (side + text_h + pad)), (24, 24, 28))
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 6), title, fill=(235, 235, 235))
+    for i, (canvas, prompt) in enumerate(zip(canvases, prompts)):
+        x, y = pad + (i % cols) * (side + pad), 24 + (i // cols) * (side + text_h + pad)
+        sheet.paste(upscale(Image.fromarray(to_uint8(canvas)), k), (x, y))
+        words = prompt.removeprefix("a ").split(" on ")
+        for j, line in enumerate((words[0], "on " + words[1] if len(words) > 1 else "")):
+            draw.text((x, y + side + 2 + 12 * j), line, fill=(160, 160, 170))
+    sheet.save(out)
+
+
+def _cell(values: list[list[float]], fmt: str) -> str:
     """Mean over seeds and prompts; with several seeds, the range of the per-seed means too."""
-    per_seed = values.mean(axis=1)
+    per_seed = np.array(values).mean(axis=1)
     mean = format(float(per_seed.mean()), fmt)
     if len(per_seed) == 1:
         return mean

@@ -53,12 +53,29 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2, help="steps per timed repetition")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--versus", nargs="*", default=[], help="presets to time against constrained at their view count")
+    ap.add_argument("--only-versus", action="store_true", help="skip the parameterization and four-lane tables")
     args = ap.parse_args()
     bundle = load_model(args.model, args.pretrained, args.device)
     print(
         f"model {args.model} ({args.pretrained}), device {bundle.device}, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, {args.steps} steps x {args.reps} reps (median)"
     )
+
+    for name in args.versus:
+        spec = preset(name)
+        views = spec.value("views")
+        pair = {name: spec, f"constrained, {views} views": preset("constrained").with_value("views", views)}
+        t = median_times({k: Engine(bundle, PROMPT, {"a": s}, seed=0, eval_every=0) for k, s in pair.items()},
+                         args.steps, args.reps, args.warmup)  # fmt: skip
+        (a, ta), (b, tb) = t.items()
+        print(
+            f"\n| {args.model}, {views} views | step ms | steps/s |\n| --- | --- | --- |\n"
+            f"| {a} ({spec.describe()}) | {ta * 1000:.0f} | {1 / ta:.2f} |\n| {b} | {tb * 1000:.0f} | {1 / tb:.2f} |\n"
+            f"| {a} / constrained step time | {ta / tb:.3f}x | |"
+        )
+    if args.only_versus:
+        return
 
     base = preset("constrained").with_value("views", args.views)
     engines = {

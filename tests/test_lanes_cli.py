@@ -69,8 +69,10 @@ def test_presets_are_listed_and_read_from_the_users_folder(tmp_path, capsys, mon
     code, out, _ = cli(capsys, "presets")
     assert code == 0
     lines = out.splitlines()
-    assert [ln.split()[0] for ln in lines] == ["constrained", "self-guided", "unconstrained"]
-    assert "seed 004" in lines[0] and "pixel · affine x1 · prompt+tv+memory · adam" in lines[0]
+    names = [ln.split()[0] for ln in lines]
+    assert names == sorted(names) and {"constrained", "self-guided", "unconstrained", "lucid", "pyramid"} <= set(names)
+    first = lines[names.index("constrained")]
+    assert "seed 004" in first and "pixel · affine x1 · prompt+tv+memory · adam" in first
     folder = user_dir()
     assert folder == tmp_path / "cfg" / "clipterm" / "presets"
     folder.mkdir(parents=True)

@@ -18,15 +18,18 @@ from clipterm.parts.image import ImageParam, logit, register_param
 class PyramidSettings:
     init_std: float = setting(0.01, float, 0.0, 10.0, live=False, doc="spread of each level's starting noise")
     coarsest: int = setting(1, int, 1, 4096, live=False, doc="side of the coarsest level")
+    finest: int = setting(0, int, 0, 4096, live=False, doc="side of the finest level (0: the canvas)")
 
 
-def level_sides(size: int, coarsest: int = 1) -> list[int]:
-    """coarsest, 2*coarsest, 4*coarsest, ... below `size`, then `size` itself."""
-    sides, s = [], max(1, coarsest)
-    while s < size:
+def level_sides(size: int, coarsest: int = 1, finest: int = 0) -> list[int]:
+    """coarsest, 2*coarsest, 4*coarsest, ... below the finest level, then the finest level itself (the
+    canvas side unless `finest` caps it: a coarser finest level paints only large smooth regions)."""
+    top = min(size, finest) if finest > 0 else size
+    sides, s = [], max(1, min(coarsest, top))
+    while s < top:
         sides.append(s)
         s *= 2
-    return sides + [size]
+    return sides + [top]
 
 
 @register_param
@@ -37,7 +40,7 @@ class Pyramid(ImageParam):
 
     @classmethod
     def shapes(cls, settings: PyramidSettings, size: int) -> dict[str, tuple[int, ...]]:
-        return {f"level{s}": (3, s, s) for s in level_sides(size, settings.coarsest)}
+        return {f"level{s}": (3, s, s) for s in level_sides(size, settings.coarsest, settings.finest)}
 
     def init(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
         shapes = self.shapes(self.settings, self.size).items()
@@ -56,9 +59,14 @@ class Pyramid(ImageParam):
 
     @no_grad
     def fit(self, canvas: torch.Tensor) -> float:
-        finest = self.tensors[f"level{self.size}"]
+        """The canvas goes into the finest level (area-averaged when that level is coarser than the
+        canvas, so the fit is then approximate: the error says how far)."""
+        finest = list(self.tensors.values())[-1]
         target = canvas.to(finest).float()
         for t in self.tensors.values():
             t.zero_()
-        finest.copy_(logit(target))
+        x = logit(target)
+        if finest.shape[-1] != self.size:
+            x = F.adaptive_avg_pool2d(x, finest.shape[-1])
+        finest.copy_(x)
         return float((self.image() - target).abs().max())
