@@ -18,7 +18,7 @@ from clipterm.launch import PARAM_FLAGS, Progress, open_run
 from clipterm.text import printable
 
 if TYPE_CHECKING:
-    from clipterm.session import Session
+    pass
 
 SUBCOMMANDS = ("run", "info", "judge", "train-shapes", "score", "export", "analyze", "presets")
 EXIT_BAD_INPUT = 2
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train-shapes", help="train a small CLIP on the shapes world")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--seed", type=_seed, default=1)
-    t.add_argument("--arch", choices=("vit", "resnet"), default="vit")
+    t.add_argument("--arch", choices=("vit", "resnet", "vit-p16"), default="vit")
     t.add_argument("--steps", type=_positive_int, default=1000)
     t.add_argument("--batch", type=_positive_int, default=128)
     t.add_argument("--lr", type=float, default=1e-3)
@@ -292,7 +292,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     if rc.has_recipe(args.session):
         return _info_recipe(args)
-    s = _load_without_torch(args.session)
+    s = sess.load(args.session)
     holder = sess.lock_holder(s.path)
     data = {
         "path": str(s.path),
@@ -358,29 +358,6 @@ def _info_recipe(args: argparse.Namespace) -> int:
     for n, row in data["lanes"].items():
         print(f"lane {printable(n):<4} {printable(row['preset']):<14} [{printable(row['parts'])}]")
     return 0
-
-
-def _load_without_torch(path: Path) -> Session:
-    """`session.load` with every check, but the generator-state one done by `rngstate` instead of torch.
-
-    Why: the loader asks torch itself whether each lane's rng.npy is a valid generator state, and
-    importing torch for that one check made `clipterm info` take 3 s and 640 MB. The session
-    package keeps its check (run, the app and batches load torch anyway); only here, for the
-    duration of one read, the torch-free equivalent stands in for it. If the loader's check is
-    renamed, this falls back to the plain load (and tests/test_startup.py fails on the torch import).
-    """
-    from clipterm import session as sess
-    from clipterm.rngstate import valid_cpu_generator_state
-    from clipterm.session import format as fmt
-
-    real = getattr(fmt, "_valid_generator_state", None)
-    if real is None or "torch" in sys.modules:
-        return sess.load(path)
-    fmt._valid_generator_state = valid_cpu_generator_state
-    try:
-        return sess.load(path)
-    finally:
-        fmt._valid_generator_state = real
 
 
 def cmd_judge(args: argparse.Namespace) -> int:

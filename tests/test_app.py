@@ -440,8 +440,9 @@ async def test_scrub_through_saved_trajectory(tmp_path):
             assert app.scrub == 0 and "step 0 (saved 1/4)" in title.border_title
             assert app.query_one("#image-0").image is not live
             assert "scrubbing" in str(app.query_one("#status").render())
-            await pilot.press("e")  # exports the shown (saved) frame
-            assert (tmp_path / "s" / "exports" / "lane-a-step-0000000-saved.png").exists()
+            await pilot.press("e")  # exports the shown (saved) frame, written by the worker
+            saved = tmp_path / "s" / "exports" / "lane-a-step-0000000-saved.png"
+            await until(pilot, saved.exists, what="saved frame exported")
             for _ in range(4):
                 await pilot.press("right_square_bracket")
             assert app.scrub is None and "step 3 · sim" in title.border_title

@@ -127,7 +127,7 @@ def test_info_escapes_text_from_the_session(session, monkeypatch, capsys):
     real = sess.load(session)
     real.prompt = "a red\x1b[31m circle\x07"
     real.model = {**real.model, "name": "shapes-a\x9b2J"}
-    monkeypatch.setattr(cli, "_load_without_torch", lambda path: real)
+    monkeypatch.setattr(sess, "load", lambda path: real)
     assert cli.main(["info", str(session)]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out

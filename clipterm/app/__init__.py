@@ -58,13 +58,14 @@ def build_app(args: argparse.Namespace, log_stream=None):
     from clipterm.app.ui import ClipTermApp
     from clipterm.errors import ClipTermError
     from clipterm.launch import open_run
+    from clipterm.recipe import has_recipe
 
     if args.fps is None or not 0 < args.fps <= 60:
         raise ClipTermError("--fps must be within (0, 60]")
     path = args.session
     if path is None:
         path = new_session_path(args.prompt or DEFAULT_PROMPT)
-    resuming = path.exists() and sess.is_session(path)
+    resuming = path.exists() and (sess.is_session(path) or has_recipe(path))  # a start-up killed early
     if not resuming and args.prompt is None:
         args.prompt = DEFAULT_PROMPT
     image_cls = image_class(args.render)

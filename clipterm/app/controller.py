@@ -218,10 +218,11 @@ class SetTheme(Command):
 
 @dataclass(frozen=True)
 class Export(Command):
-    """The live canvas of `lane` as a PNG into `folder`."""
+    """The live canvas of `lane` as a PNG into `folder`, or its saved trajectory frame number `frame`."""
 
     lane: str
     folder: Path
+    frame: int | None = None
 
 
 # edits refused by validation: the reason goes back to the field that asked, not to a toast
@@ -529,15 +530,20 @@ class Controller:
             self.run.theme = cmd.theme
 
     def _cmd_export(self, cmd: Export) -> None:
-        """The live canvas at full model resolution, as 8-bit PNG (what `final.png` would hold now)."""
+        """The live canvas at full model resolution, as 8-bit PNG (what `final.png` would hold now), or
+        a saved trajectory frame (scrubbing)."""
         from PIL import Image
 
         lane, e = cmd.lane, self.run.engine
-        img = e.preview(lane, e.bundle.image_size)
         folder = Path(cmd.folder)
         if folder.is_symlink():  # a session handed to us must not point our writes elsewhere
             raise ClipTermError(f"{folder}: is a symlink; refusing to write exports through it")
-        dest = folder / f"lane-{lane}-step-{self.run.steps:07d}.png"
+        if cmd.frame is None:
+            img, step, what = e.preview(lane, e.bundle.image_size), self.run.steps, ""
+        else:
+            i = min(cmd.frame, len(self.run.frames[lane]) - 1)
+            img, step, what = self.run.frames[lane][i], self.run.frame_steps[lane][i], "-saved"
+        dest = folder / f"lane-{lane}-step-{step:07d}{what}.png"
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -545,7 +551,7 @@ class Controller:
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="PNG")
         write_file(dest, buf.getvalue())  # whole or not at all; a planted symlink is replaced, not followed
-        self.log(f"exported lane {lane.upper()} at step {self.run.steps} to {dest}")
+        self.log(f"exported lane {lane.upper()} {'saved frame ' if what else ''}at step {step} to {dest}")
 
     # ------------------------------------------------------------------ judge and snapshots
     def _load_judge(self) -> None:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from PIL import Image as PILImage
 from rich.markup import escape
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -491,20 +490,8 @@ class ClipTermApp(App[int]):
         lane = self.active
         out = self.run_.path / "exports"
         snap = self.snapshot
-        if self.scrub is not None and snap and snap.lanes[lane].frame_steps:
-            view = snap.lanes[lane]
-            i = min(self.scrub, len(view.frame_steps) - 1)
-            pixels = self._saved_frame(lane, i)
-            if pixels is None:
-                return
-            dest = out / f"lane-{lane}-step-{view.frame_steps[i]:07d}-saved.png"
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                PILImage.fromarray(pixels).save(dest)
-            except OSError as e:
-                self._log(snap.steps, f"export failed: {e}", "error")
-                return
-            self._log(snap.steps, f"exported lane {lane.upper()} saved frame at step {view.frame_steps[i]} to {dest}")
+        if self.scrub is not None and snap and snap.lanes[lane].frame_steps:  # the saved frame on screen
+            self.controller.submit(Export(lane, out, min(self.scrub, len(snap.lanes[lane].frame_steps) - 1)))
             return
         self.controller.submit(Export(lane, out))
 

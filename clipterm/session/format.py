@@ -37,6 +37,7 @@ from clipterm.lanespec import (
 from clipterm.parts.base import ParamError
 from clipterm.presets import from_legacy
 from clipterm.prompts import PromptError, parse_prompt
+from clipterm.rngstate import valid_cpu_generator_state
 from clipterm.session.npy import MAX_NPY_BYTES, one_line, parse_npy, read_regular
 from clipterm.text import first_control, printable
 
@@ -515,7 +516,7 @@ def _load_lane(files: _Files, lane: str, spec: LaneSpec, steps: int, size: int |
             raise SessionError(f"{path}: contains NaN or Inf")
         if key == "image" and (arr.min() < 0 or arr.max() > 1):
             raise SessionError(f"{path}: values outside [0, 1]")
-        if key == "rng" and not _valid_generator_state(arr):
+        if key == "rng" and not valid_cpu_generator_state(arr):  # torch's own rule, without importing torch
             raise SessionError(f"{path}: not a valid random generator state")
         out[key] = arr
     size = out["image"].shape[-1]
@@ -547,17 +548,6 @@ def _load_lane(files: _Files, lane: str, spec: LaneSpec, steps: int, size: int |
         raise SessionError(f"{paths['evals']}: evaluation steps must lie within [0, {steps}]")
     out.update(_load_probes(files, lane, steps))
     return out
-
-
-def _valid_generator_state(arr: np.ndarray) -> bool:
-    """Whether torch accepts `arr` as a CPU generator state (checked here, before any lock is taken)."""
-    import torch
-
-    try:
-        torch.Generator().set_state(torch.from_numpy(arr.copy()))
-    except (RuntimeError, ValueError, TypeError):
-        return False
-    return True
 
 
 def _load_probes(files: _Files, lane: str, steps: int) -> dict[str, np.ndarray]:
