@@ -42,18 +42,24 @@ def configs(args: argparse.Namespace) -> dict[str, LaneSpec]:
     return out
 
 
+def lane_name(preset_name: str) -> str:
+    """A valid lane name from a preset or variant name (self-guided -> self_guided)."""
+    return ("p" + "".join(c if c.isalnum() else "_" for c in preset_name.lower()))[:16]
+
+
 def run_prompt(bundle, models, specs: dict[str, LaneSpec], prompt: str, seed: int, steps: int) -> dict:
     """Every spec's final canvas and own similarity for one prompt, MAX_LANES lanes per engine."""
     names = list(specs)
     out = {}
     for i in range(0, len(names), MAX_LANES):
         chunk = names[i : i + MAX_LANES]
-        lanes = {f"l{j}": specs[n] for j, n in enumerate(chunk)}
+        # a lane's view stream depends on its name: name lanes after their preset, not their position
+        lanes = {lane_name(n): specs[n] for n in chunk}
         e = Engine(bundle, prompt, lanes, seed=seed, eval_every=0, models=models)
         e.step(steps)
         e.flush()
-        for j, n in enumerate(chunk):
-            out[n] = (e.shown(f"l{j}"), float(e.lanes[f"l{j}"].history[-1, 0]))
+        for n in chunk:
+            out[n] = (e.shown(lane_name(n)), float(e.lanes[lane_name(n)].history[-1, 0]))
     return out
 
 
