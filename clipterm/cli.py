@@ -213,9 +213,10 @@ def build_app_parser() -> argparse.ArgumentParser:
     p.add_argument("--paused", action="store_true", help="open paused (space starts the optimization)")
     p.add_argument(
         "--judge",
-        default="shapes-b",
+        default="shapes-c",
         metavar="MODEL",
-        help="independent model whose ranking of the prompt is shown (default shapes-b; none: off)",
+        help="independent model whose ranking of the prompt is shown for every lane (default shapes-c, the "
+        "held-out judge; none: off)",
     )
     return p
 

@@ -807,24 +807,26 @@ async def test_set_line_relayouts_only_when_the_length_changes():
         assert n.size.height == 2 and "#14" in str(n.render())
 
 
-async def test_judge_scores_are_shown(tmp_path, monkeypatch, shapes_a, shapes_b):
-    """The independent judge (shapes-b) ranks the prompt for each lane; its numbers reach the Similarity pane."""
+async def test_judge_scores_are_shown(tmp_path, monkeypatch, shapes_a, shapes_c):
+    """The held-out judge (shapes-c, the default) ranks the prompt for every lane; the Similarity pane names
+    it with its rank."""
     import clipterm.models
 
     monkeypatch.setattr(
         clipterm.models,
         "load_model",
-        lambda name, pretrained=None, device="auto": shapes_b if name == "shapes-b" else shapes_a,
+        lambda name, pretrained=None, device="auto": shapes_c if name == "shapes-c" else shapes_a,
     )
     argv = [str(tmp_path / "s"), "--model", "shapes-a", "--device", "cpu", "--paused", "--render", "halfcell"]
     app = build_app(build_app_parser().parse_args(argv))
     try:
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)
-            j = app.snapshot.lanes["a"].judge
-            assert j is not None and 1 <= j.rank <= j.of == 24  # the default prompt is a base caption
-            assert f"judge #{j.rank}/24" in str(app.query_one("#numbers-a").render())
-            assert "judge: shapes-b ranks" in log_text(app)
+            for lane in app.lanes:
+                j = app.snapshot.lanes[lane].judge
+                assert j is not None and j.judge == "shapes-c" and 1 <= j.rank <= j.of == 24  # a base caption
+                assert f"shapes-c ranks it #{j.rank}/24" in str(app.query_one(f"#numbers-{lane}").render())
+            assert "judge: shapes-c ranks" in log_text(app)
     finally:
         close(app)
 

@@ -45,6 +45,9 @@ UI_STATE = "app.toml"
 # ---------------------------------------------------------------------------- what the UI sees
 @dataclass(frozen=True)
 class JudgeView:
+    """An independent model's verdict on a lane's picture: its rank of the prompt among its labels."""
+
+    judge: str
     rank: int
     of: int
     score: float
@@ -578,7 +581,7 @@ class Controller:
                 continue
             v = self._judge.rank_canvas(e.shown(name), prompt)
             self._verdicts[name] = JudgeView(
-                int(v.prompt_rank or 0), len(v.captions), float(v.prompt_score or 0.0), v.top
+                self.judge_name, int(v.prompt_rank or 0), len(v.captions), float(v.prompt_score or 0.0), v.top
             )
             self._judged[name] = key
 

@@ -299,13 +299,13 @@ class LaneSimilarity(Vertical):
         self.query_one(Sparkline).data = data
         j = view.judge
         if wide:
-            judge = f"judge #{j.rank}/{j.of} {j.score:.3f}" if j else "judge —"
+            judge = f"{j.judge} ranks it #{j.rank}/{j.of}" if j else "judge —"
             text = (
                 f"now {fmt_sim(view.current)}  best {fmt_sim(view.best)}  robust {fmt_sim(view.robust)}  "
                 f"verified {fmt_sim(view.verified)}  {judge}"
             )
         else:
-            judge = f"#{j.rank}" if j else "#—"  # the judge's rank of the prompt
+            judge = f"{j.judge} #{j.rank}" if j else "#—"  # the judge and its rank of the prompt
             text = f"now {short_sim(view.current)} best {short_sim(view.best)} rob {short_sim(view.robust)} {judge}"
         set_line(self.query_one(f"#numbers-{self.lane}", Static), text)
 

@@ -37,8 +37,8 @@ def fixed_app(tmp_path, split: bool = False):
             [[50, 0.05 if name == "a" else 0.30, 0.20], [100, 0.04 if name == "a" else 0.36, 0.25]], np.float32
         )
     app.controller._verdicts = {
-        "a": JudgeView(14, 25, 0.0812, "a blue square on a white background"),
-        "b": JudgeView(2, 25, 0.2741, "a red square on a black background"),
+        "a": JudgeView("shapes-c", 14, 25, 0.0812, "a blue square on a white background"),
+        "b": JudgeView("shapes-c", 2, 25, 0.2741, "a red square on a black background"),
     }
     if split:
         app._initial_split = True
