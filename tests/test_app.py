@@ -825,7 +825,7 @@ async def test_judge_scores_are_shown(tmp_path, monkeypatch, shapes_a, shapes_c)
             for lane in app.lanes:
                 j = app.snapshot.lanes[lane].judge
                 assert j is not None and j.judge == "shapes-c" and 1 <= j.rank <= j.of == 24  # a base caption
-                assert f"shapes-c ranks it #{j.rank}/24" in str(app.query_one(f"#numbers-{lane}").render())
+                assert f"judge shapes-c #{j.rank}/24" in str(app.query_one(f"#numbers-{lane}").render())
             assert "judge: shapes-c ranks" in log_text(app)
     finally:
         close(app)

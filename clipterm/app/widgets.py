@@ -299,7 +299,7 @@ class LaneSimilarity(Vertical):
         self.query_one(Sparkline).data = data
         j = view.judge
         if wide:
-            judge = f"{j.judge} ranks it #{j.rank}/{j.of}" if j else "judge —"
+            judge = f"judge {j.judge} #{j.rank}/{j.of}" if j else "judge —"
             text = (
                 f"now {fmt_sim(view.current)}  best {fmt_sim(view.best)}  robust {fmt_sim(view.robust)}  "
                 f"verified {fmt_sim(view.verified)}  {judge}"
