@@ -22,7 +22,7 @@ import tomli_w
 
 from clipterm import __version__
 from clipterm import session as sess
-from clipterm.errors import ClipTermError, SessionError
+from clipterm.errors import SessionError
 from clipterm.lanespec import MAX_LANES, LaneSpec, check_lane_name, from_table
 from clipterm.parts.base import ParamError
 from clipterm.session.npy import one_line, read_regular
@@ -129,28 +129,16 @@ def read(path: Path) -> Recipe | None:
         raise SessionError(f"{where}: TOML syntax error: {one_line(e)}") from None
     except UnicodeDecodeError:
         raise SessionError(f"{where}: not UTF-8 text") from None
-    version = _req(doc, "recipe_version", int, where)
+    version = sess.require(doc, "recipe_version", int, where)
     if version != RECIPE_VERSION:
         raise SessionError(f"{where}: recipe_version {version} is not one this clipterm reads ({RECIPE_VERSION})")
-    prompt = _text(doc, "prompt", where)
-    from clipterm.prompts import parse_prompt
-
-    try:
-        parse_prompt(prompt)
-    except ClipTermError as e:
-        raise SessionError(f"{where}: 'prompt': {one_line(e)}") from None
-    seed = _req(doc, "seed", int, where)
-    if not 0 <= seed < 2**63:
-        raise SessionError(f"{where}: seed {seed} out of range")
-    if _req(doc, "steps", int, where) != 0:
-        raise SessionError(f"{where}: a recipe is a session at step 0, but 'steps' is {doc['steps']}")
-    eval_every = _req(doc, "eval_every", int, where)
-    frame_every = _req(doc, "frame_every", int, where)
-    if not 0 <= eval_every <= sess.MAX_STEPS or not 1 <= frame_every <= sess.MAX_STEPS:
-        raise SessionError(f"{where}: eval_every/frame_every out of range")
-    model = _req(doc, "model", dict, where)
+    prompt = _text(doc, "prompt", where)  # no control characters, then the session's own rules
+    prompt, seed, steps, eval_every, frame_every = sess.check_run_fields(doc, where)
+    if steps != 0:
+        raise SessionError(f"{where}: a recipe is a session at step 0, but 'steps' is {steps}")
+    model = sess.require(doc, "model", dict, where)
     name, pretrained = _text(model, "name", f"{where} [model]"), _text(model, "pretrained", f"{where} [model]")
-    lanes_doc = _req(doc, "lanes", dict, where)
+    lanes_doc = sess.require(doc, "lanes", dict, where)
     if not 1 <= len(lanes_doc) <= MAX_LANES:
         raise SessionError(f"{where}: [lanes] must hold 1 to {MAX_LANES} lanes, got {len(lanes_doc)}")
     lanes: dict[str, LaneSpec] = {}
@@ -171,18 +159,9 @@ def read(path: Path) -> Recipe | None:
     )
 
 
-def _req(doc: dict, key: str, kind: type, where: str) -> object:
-    if key not in doc:
-        raise SessionError(f"{where}: missing key '{key}'")
-    val = doc[key]
-    if not isinstance(val, kind) or isinstance(val, bool) and kind is not bool:
-        raise SessionError(f"{where}: '{key}' must be {kind.__name__}, got {type(val).__name__}")
-    return val
-
-
 def _text(doc: dict, key: str, where: str) -> str:
     """A string field without control characters (recipe text reaches terminals, like session.toml's)."""
-    val = _req(doc, key, str, where)
+    val = sess.require(doc, key, str, where)
     bad = first_control(val)  # type: ignore[arg-type]
     if bad is not None:
         raise SessionError(f"{where}: '{key}' holds a control character ({bad})")

@@ -30,6 +30,7 @@ from clipterm.session.format import (
     SUMMARY_KEYS,
     TOML_NAME,
     Session,
+    check_run_fields,
     is_known_file,
     is_session,
     lane_dir_name,
@@ -37,6 +38,7 @@ from clipterm.session.format import (
     now,
     read_toml,
     render_toml,
+    require,
     tensor_arrays,
 )
 from clipterm.session.journal import save
@@ -44,6 +46,8 @@ from clipterm.session.lock import SessionLock, lock_holder
 from clipterm.session.npy import MAX_NPY_BYTES, is_regular_file
 
 __all__ = [
+    "check_run_fields",
+    "require",
     "COMPLETE",
     "FINITE",
     "FORMAT_VERSION",

@@ -231,7 +231,8 @@ class _Files:
         return arr, path
 
 
-def _req(doc: dict, key: str, kind: type | tuple, where: str) -> object:
+def require(doc: dict, key: str, kind: type | tuple, where: str) -> object:
+    """doc[key], refused in one line when missing or of another type (a bool is not an int)."""
     if key not in doc:
         raise SessionError(f"{where}: missing key '{key}'")
     val = doc[key]
@@ -241,6 +242,27 @@ def _req(doc: dict, key: str, kind: type | tuple, where: str) -> object:
         name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise SessionError(f"{where}: '{key}' must be {name}, got {type(val).__name__}")
     return val
+
+
+def check_run_fields(doc: dict, where: str) -> tuple[str, int, int, int, int]:
+    """prompt, seed, steps, eval_every, frame_every of a session.toml or a recipe, each checked (the
+    prompt as a prompt), so both files are held to one rule."""
+    prompt = require(doc, "prompt", str, where)
+    try:
+        parse_prompt(prompt)  # type: ignore[arg-type]
+    except PromptError as e:
+        raise SessionError(f"{where}: 'prompt': {one_line(e)}") from None
+    seed = require(doc, "seed", int, where)
+    if not 0 <= seed < 2**63:  # type: ignore[operator]
+        raise SessionError(f"{where}: seed {seed} out of range")
+    steps = require(doc, "steps", int, where)
+    if not 0 <= steps <= MAX_STEPS:  # type: ignore[operator]
+        raise SessionError(f"{where}: steps {steps} out of range [0, {MAX_STEPS}]")
+    eval_every = require(doc, "eval_every", int, where)
+    frame_every = require(doc, "frame_every", int, where)
+    if not 0 <= eval_every <= MAX_STEPS or not 1 <= frame_every <= MAX_STEPS:  # type: ignore[operator]
+        raise SessionError(f"{where}: eval_every/frame_every out of range")
+    return prompt, seed, steps, eval_every, frame_every  # type: ignore[return-value]
 
 
 def _toml_doc(files: _Files) -> tuple[dict, Path]:
@@ -329,7 +351,7 @@ def _load_once(root: Path, with_arrays: bool) -> Session:
     files = _Files(root, _journal(root))
     doc, path = _toml_doc(files)
     where = str(path)
-    version = _req(doc, "format_version", int, where)
+    version = require(doc, "format_version", int, where)
     if version > FORMAT_VERSION:
         raise SessionError(
             f"{where}: format_version {version} was written by a newer clipterm (this one reads {FORMAT_VERSION})"
@@ -343,24 +365,10 @@ def _load_once(root: Path, with_arrays: bool) -> Session:
             f"{where}: unknown key '{one_line(unknown[0], 40)}' (not part of format_version {version}; "
             f"the next save would drop it)"
         )
-    prompt = _req(doc, "prompt", str, where)
-    try:
-        parse_prompt(prompt)
-    except PromptError as e:
-        raise SessionError(f"{where}: 'prompt': {one_line(e)}") from None
-    seed = _req(doc, "seed", int, where)
-    if not 0 <= seed < 2**63:
-        raise SessionError(f"{where}: seed {seed} out of range")
-    steps = _req(doc, "steps", int, where)
-    if not 0 <= steps <= MAX_STEPS:
-        raise SessionError(f"{where}: steps {steps} out of range [0, {MAX_STEPS}]")
-    eval_every = _req(doc, "eval_every", int, where)
-    frame_every = _req(doc, "frame_every", int, where)
-    if not 0 <= eval_every <= MAX_STEPS or not 1 <= frame_every <= MAX_STEPS:
-        raise SessionError(f"{where}: eval_every/frame_every out of range")
-    model = dict(_req(doc, "model", dict, where))
+    prompt, seed, steps, eval_every, frame_every = check_run_fields(doc, where)
+    model = dict(require(doc, "model", dict, where))
     _check_model(model, f"{where} [model]")
-    lanes_doc = _req(doc, "lanes", dict, where)
+    lanes_doc = require(doc, "lanes", dict, where)
     if not 1 <= len(lanes_doc) <= MAX_LANES:
         raise SessionError(f"{where}: [lanes] must hold 1 to {MAX_LANES} lanes, got {len(lanes_doc)}")
     lanes: dict[str, LaneSpec] = {}
@@ -370,13 +378,13 @@ def _load_once(root: Path, with_arrays: bool) -> Session:
             check_lane_name(name)
         except ParamError as e:
             raise SessionError(f"{where}: [lanes] {e}") from None
-        table = _req(lanes_doc, name, dict, where)
+        table = require(lanes_doc, name, dict, where)
         lanes[name], summary[name] = _lane_table(root, table, name, where, version)
     changes = _check_changes(doc.get("changes", []), steps, lanes, where)
     theme = doc.get("theme", "")
     if not isinstance(theme, str):
         raise SessionError(f"{where}: 'theme' must be a string")
-    files.table = _check_files_table(_req(doc, "files", dict, where), lanes, where)
+    files.table = _check_files_table(require(doc, "files", dict, where), lanes, where)
     s = Session(
         path=root,
         prompt=prompt,
@@ -405,16 +413,16 @@ def _load_once(root: Path, with_arrays: bool) -> Session:
 
 
 def _check_model(model: dict, where: str) -> None:
-    _req(model, "name", str, where)
-    _req(model, "pretrained", str, where)
+    require(model, "name", str, where)
+    require(model, "pretrained", str, where)
     if "checkpoint" in model:
-        _req(model, "checkpoint", str, where)
+        require(model, "checkpoint", str, where)
     if "sha256" in model:
-        sha = _req(model, "sha256", str, where)
+        sha = require(model, "sha256", str, where)
         if not _is_sha256(sha):
             raise SessionError(f"{where}: 'sha256' must be 64 hex digits, got {one_line(sha, 70)!r}")
     if "image_size" in model:
-        size = _req(model, "image_size", int, where)
+        size = require(model, "image_size", int, where)
         if not 8 <= size <= 4096:
             raise SessionError(f"{where}: 'image_size' {size} out of range [8, 4096]")
 
