@@ -876,6 +876,43 @@ async def test_value_typed_in_a_burst_after_enter_lands_in_the_editor(tmp_path):
         close(app)
 
 
+def burst(app, keys: list[str]) -> None:
+    """Post keys to the app at once, as a paste or tmux send-keys delivers them (no await between)."""
+    from textual import events
+
+    chars = {"full_stop": ".", "space": " ", "enter": "\r", "backspace": "\x7f"}
+    for key in keys:
+        app.post_message(events.Key(key, chars.get(key, key if len(key) == 1 else None)))
+
+
+async def test_a_20_key_burst_with_edit_keys_arrives_complete_in_the_editor(tmp_path):
+    """Backspaces and cursor moves are the field's bindings, which Textual runs only after the key
+    bubbles up to the app, while characters are inserted at once: in a burst the digits came before
+    the backspaces that preceded them (lr went to '' and was refused). 21 keys while optimizing."""
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            keys = ["down", "enter", *["backspace"] * 10, "0", "full_stop", "1", "5", "left", "left", "0"]
+            burst(app, [*keys, "end", "enter"])
+            await until(pilot, lambda: app.run_.engine.lanes["a"].spec.value("lr") == 0.015, what="lr 0.015")
+            assert not app.query_one("#param-error").display
+    finally:
+        close(app)
+
+
+async def test_a_burst_into_the_prompt_arrives_complete(tmp_path):
+    """p, end, ctrl+u, a typo fixed by backspace, enter: 20 keys at once give exactly the typed prompt."""
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            burst(app, ["p", "end", "ctrl+u", *"a blue squarx", "backspace", "e", "home", "delete", "A", "enter"])
+            await until(pilot, lambda: app.run_.engine.prompt == "A blue square", what="the typed prompt")
+    finally:
+        close(app)
+
+
 @pytest.mark.parametrize("render", ["unicode", "sixel", "kitty", "auto"])
 async def test_every_renderer_shows_the_frame(tmp_path, render):
     """--render forces textual-image's Unicode, Sixel or Kitty (TGP) widget; none of them breaks the app."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 from PIL import Image as PILImage
 from rich.markup import escape
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -50,10 +52,35 @@ def param_rows(spec: LaneSpec) -> list[tuple[str, str, str]]:
     return rows + [(key, part, rule_range(rule)) for key, part, rule in spec.live_keys()]
 
 
+@functools.cache
+def key_actions(cls: type) -> dict[str, str]:
+    """key -> action of a widget class's BINDINGS, a subclass's binding winning over its bases'."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        for b in klass.__dict__.get("BINDINGS", ()):
+            key, action = (b.key, b.action) if isinstance(b, Binding) else (b[0], b[1])
+            out.update({k.strip(): action for k in key.split(",")})
+    return out
+
+
 class FieldInput(Input):
-    """A one-line text field; escape leaves it (focus goes back to the Parameters table)."""
+    """A one-line text field; escape leaves it (focus goes back to the Parameters table).
+
+    Its editing keys (backspace, arrows, home, ctrl+u, enter...) run here, in the order keys arrive.
+    Textual runs a widget's bindings only after the key has bubbled up to the app, while it inserts
+    a character at once: in a burst (a paste, tmux send-keys, a fast typist) "backspace x4, 0.015"
+    typed the digits first and then deleted them.
+    """
 
     BINDINGS = [Binding("escape", "leave", "Leave field", key_display="esc")]
+
+    async def on_key(self, event: events.Key) -> None:
+        actions = key_actions(type(self))
+        action = next((actions[k] for k in (event.key, *event.aliases) if k in actions), None)
+        if action is not None:
+            event.stop()
+            event.prevent_default()  # neither Input's own handler nor the bubbled binding runs it again
+            await self.run_action(action)
 
     def action_leave(self) -> None:
         self.post_message(self.Left(self))
