@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from clipterm import __version__
 from clipterm.errors import ClipTermError, err
-from clipterm.launch import PARAM_FLAGS, Progress, open_run
+from clipterm.launch import DEFAULT_LANES, PARAM_FLAGS, Progress, lanes_flag, open_run
 from clipterm.text import printable
 
 if TYPE_CHECKING:
@@ -52,6 +52,12 @@ def _seed(text: str) -> int:
     return v
 
 
+def _default_lanes_text() -> str:
+    """'a (unconstrained), b (constrained) and c (...)': a new session's lanes, for help texts."""
+    items = [f"{name} ({base})" for name, base in DEFAULT_LANES.items()]
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -65,19 +71,28 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--prompt", help="text, or terms joined by '|' each with optional :weight")
     p.add_argument("--seed", type=_seed, default=None, help="random seed of a new session (default 0)")
+    every = "".join(DEFAULT_LANES)
     p.add_argument(
         "--lanes",
-        choices=("ab", "a", "b", "none"),
+        type=lanes_flag,
         default=None,
-        help="which of the default lanes a (unconstrained) and b (constrained) run (new session; default ab)",
+        metavar="LETTERS|none",
+        help=f"which of the default lanes {_default_lanes_text()} a new session runs: some of the letters "
+        f"{every} in that order, or none (default {every})",
     )
-    p.add_argument("--mode-a", dest="mode_a", help="preset of lane A (default unconstrained)")
-    p.add_argument("--mode-b", dest="mode_b", help="preset of lane B (default constrained)")
+    for name, base in DEFAULT_LANES.items():
+        p.add_argument(
+            f"--mode-{name}",
+            dest=f"mode_{name}",
+            metavar="PRESET",
+            help=f"preset of lane {name.upper()} (default {base})",
+        )
     p.add_argument(
         "--lane",
         action="append",
         metavar="NAME=PRESET[,KEY=VALUE...]",
-        help="add a lane (or replace a or b): a preset's parts with changes, e.g. c=constrained,param=fourier,views=4",
+        help=f"add a lane (or replace one of {', '.join(DEFAULT_LANES)}): a preset's parts with changes, "
+        f"e.g. d=constrained,param=fourier,views=4",
     )
     p.add_argument(
         "--apply-to",
@@ -131,7 +146,11 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="clipterm", description="Watch a CLIP model paint its own picture of a prompt.")
+    p = _Parser(
+        prog="clipterm",
+        description="Watch a CLIP model paint its own picture of a prompt. `clipterm [SESSION]` opens the app; "
+        f"a new session runs the lanes {_default_lanes_text()}; --lanes, --mode-X and --lane change them.",
+    )
     p.add_argument("--version", action="version", version=f"clipterm {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 

@@ -15,7 +15,7 @@ SESS="$WORK/e2e"
 NAME="clipterm-e2e-$$"
 SOCK="clipterm-e2e-$$"  # a private tmux server: our settings never touch anyone else's tmux
 tm() { tmux -L "$SOCK" -f /dev/null "$@"; }
-ARGS="--model shapes-a --device cpu --judge none --render halfcell --fps 4"
+ARGS="--model shapes-a --device cpu --judge none --render halfcell --fps 4 --lanes ab"  # two lanes: t flips A and B
 
 cleanup() {
     tm kill-session -t "$NAME" 2>/dev/null || true

@@ -23,8 +23,13 @@ import tomli_w
 from clipterm.cli import main
 
 PROMPT = "a red circle on a black background"
-# Small and fast: the bundled 64px model on the CPU, frequent evals, frames and autosaves.
+# Lanes a and b only, for tests about other things: the default lane c (the best preset, with many
+# views a step) makes every step several times slower. Tests of the default lanes leave this out; a
+# later --lanes in the same command wins, and --lane adds to (or replaces) these.
+TWO_LANES = ["--lanes", "ab"]
+# Small and fast: the bundled 64px model on the CPU, two lanes, frequent evals, frames and autosaves.
 RUN_FLAGS = [
+    *TWO_LANES,
     "--model",
     "shapes-a",
     "--device",
@@ -72,8 +77,10 @@ def offline_env(home: Path) -> dict[str, str]:
 
 
 def make_run(path: Path, *extra: str, prompt: str = PROMPT, steps: int = 6, model: str = "shapes-a") -> Path:
-    """A finished `clipterm run` session on the CPU, made in this process (exit code 0 asserted)."""
+    """A finished `clipterm run` session on the CPU, lanes a and b unless `extra` says otherwise, made in
+    this process (exit code 0 asserted)."""
     argv = ["run", str(path), "--prompt", prompt, "--steps", str(steps), "--model", model, "--device", "cpu"]
+    argv += TWO_LANES
     assert main([*argv, *map(str, extra)]) == 0
     return path
 

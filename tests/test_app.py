@@ -32,6 +32,7 @@ from clipterm.app.widgets import (
     trend_text,
 )
 from clipterm.cli import build_app_parser
+from clipterm.launch import DEFAULT_LANES
 from clipterm.prompts import slugify
 
 SIZE = (160, 48)
@@ -41,8 +42,10 @@ pytestmark = [
 ]
 
 
-def make_app(path: Path | None, *extra: str) -> ClipTermApp:
-    argv = ([str(path)] if path is not None else []) + [*APP_FLAGS, *extra]
+def make_app(path: Path | None, *extra: str, lanes: str | None = "ab") -> ClipTermApp:
+    """The app on `path`; a new session gets lanes a and b unless `lanes` says otherwise (None: no --lanes,
+    the default lanes; lane c's many views a step would slow the tests about other things)."""
+    argv = ([str(path)] if path is not None else []) + [*APP_FLAGS, *(["--lanes", lanes] if lanes else []), *extra]
     return build_app(build_app_parser().parse_args(argv))
 
 
@@ -655,7 +658,7 @@ async def test_new_session_gets_a_readable_name_and_default_prompt(tmp_path, mon
 
 
 async def test_single_lane_run(tmp_path):
-    app = make_app(tmp_path / "s", "--lanes", "a")
+    app = make_app(tmp_path / "s", lanes="a")
     try:
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)
@@ -682,6 +685,8 @@ def test_frames_are_throttled_to_fps(tmp_path, shapes_a):
             "cpu",
             "--prompt",
             "a red circle on a black background",
+            "--lanes",
+            "ab",
         ]
     )
     run = open_run(args, tmp_path / "s", log=lambda m: None)
@@ -822,6 +827,7 @@ async def test_judge_scores_are_shown(tmp_path, monkeypatch, shapes_a, shapes_c)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)
+            assert app.lanes == tuple(DEFAULT_LANES)  # no lane flags: the default lanes, judged alike
             for lane in app.lanes:
                 j = app.snapshot.lanes[lane].judge
                 assert j is not None and j.judge == "shapes-c" and 1 <= j.rank <= j.of == 24  # a base caption
@@ -977,6 +983,26 @@ async def test_prompt_field_refuses_control_characters(tmp_path):
 
 
 # ---------------------------------------------------------------------------- many lanes, old sessions
+async def test_a_new_session_shows_the_default_lanes(tmp_path):
+    """No lane flags: lanes a, b and c with the DEFAULT_LANES presets, each reachable with t."""
+    app = make_app(tmp_path / "s", lanes=None)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            assert app.lanes == ("a", "b", "c") == tuple(DEFAULT_LANES)
+            assert {n: v.spec.preset for n, v in app.snapshot.lanes.items()} == DEFAULT_LANES
+            await pilot.press("t", "t")
+            assert app.active == "c"
+            best = DEFAULT_LANES["c"]
+            await until(pilot, lambda: app.query_one("#frame-0").border_title.startswith(f"Frame C · {best} · step 0"))
+            assert app.query_one(ParamsPane).border_title.startswith(f"Parameters · lane C · {best}")
+            assert app.query_one("#numbers-c").display and app.query_one("#spark-c") is not None  # Similarity
+            await pilot.press("t")
+            assert app.active == "a"  # three lanes: the cycle wraps after c
+    finally:
+        close(app)
+
+
 FIVE = ["--lane", "c=constrained,param=fourier", "--lane", "d=constrained,param=pyramid", "--lane", "e=self-guided"]
 
 
@@ -1014,7 +1040,7 @@ async def test_a_format_1_session_opens_shows_and_resumes_in_the_app(tmp_path):
 
     path = tmp_path / "v1"
     shutil.copytree(Path(__file__).parent / "fixtures" / "v1-session", path)
-    app = make_app(path)
+    app = make_app(path, lanes=None)  # as opened before lane c was a default lane: no --lanes
     try:
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)

@@ -14,6 +14,7 @@ from clipterm import batch
 from clipterm import session as sess
 from clipterm.cli import main
 from clipterm.errors import ClipTermError
+from clipterm.launch import DEFAULT_LANES
 from clipterm.runner import Run
 
 PROMPTS = [
@@ -67,6 +68,8 @@ def test_batch_of_three_prompts(tmp_path, capsys, shapes_a, shapes_b):
         "--quiet",
         "--probe-every",
         "2",
+        "--lanes",
+        "ab",  # about the table and resuming: two lanes are enough (the default lanes: below)
     )
     assert code == 0, err
     dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
@@ -101,16 +104,31 @@ def test_batch_of_three_prompts(tmp_path, capsys, shapes_a, shapes_b):
     run = Run.resume(out / rows[0]["session"], shapes_a)
     assert run.steps == 4
     run.close()
-    # ... and the same command with more steps resumes all three and rebuilds the table
+    # ... and the same command with more steps (no --lanes: the default is for new sessions only)
+    # resumes all three with their two lanes and rebuilds the table
     code, _, err = run_main(
         capsys, "run", out, "--prompts-file", f, "--steps", "6", "--model", "shapes-a", "--device", "cpu", "--quiet"
     )
     assert code == 0, err
     assert all(sess.load(out / name).steps == 6 for name in dirs)
     with open(out / "summary.csv", newline="", encoding="utf-8") as fh:
-        assert {r["steps"] for r in csv.DictReader(fh)} == {"6"}
+        rows = list(csv.DictReader(fh))
+    assert {r["steps"] for r in rows} == {"6"} and [r["lane"] for r in rows] == list("ab") * 3
     h = sess.load(out / dirs[0]).arrays["a"]["history"]
     assert h.shape == (6, 6) and np.isfinite(h).all()
+
+
+def test_a_batch_runs_the_default_lanes(tmp_path, capsys):
+    """No lane flags: a batch's new sessions get launch.DEFAULT_LANES, as `clipterm run` gives them."""
+    f = write_prompts(tmp_path / "prompts.txt", [PROMPTS[0]])
+    out = tmp_path / "batch"
+    argv = ["run", out, "--prompts-file", f, "--steps", "1", "--model", "shapes-a", "--device", "cpu", "--quiet"]
+    code, _, err = run_main(capsys, *argv)
+    assert code == 0, err
+    s = sess.load(out / batch.slugify(PROMPTS[0]))
+    assert list(s.lanes) == ["a", "b", "c"] and {n: spec.preset for n, spec in s.lanes.items()} == DEFAULT_LANES
+    with open(out / "summary.csv", newline="", encoding="utf-8") as fh:
+        assert [(r["lane"], r["preset"]) for r in csv.DictReader(fh)] == list(DEFAULT_LANES.items())
 
 
 def test_bad_batches_one_line_exit_2(tmp_path, capsys):

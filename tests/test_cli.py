@@ -35,6 +35,8 @@ def test_run_writes_the_documented_outputs(tmp_path, capsys):
         "2",
         "--eval-every",
         "10",
+        "--lanes",
+        "ab",  # the outputs of every lane are alike: two are enough
     )
     assert code == 0, err
     meta = tomllib.loads((out / "session.toml").read_text())
@@ -92,7 +94,7 @@ BAD_ARGS = [
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--views", "0"], "views must be within"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--views", "2.5"], "views must be a whole number"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--scale-min", "1.5"], "scale_min"),
-    (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--lanes", "c"], "--lanes"),
+    (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--lanes", "cb"], "--lanes"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--seed", "-1"], "seed"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--model", "shapes-a", "--device", "tpu"], "device"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--model", "shapes-a", "--device", "cuda"], "CUDA"),

@@ -1,10 +1,16 @@
-"""Lanes as data from the command line: --lane, --lanes none, --apply-to by name, presets as files."""
+"""Lanes as data from the command line: the default lanes, --lanes, --mode-X, --lane, --apply-to by name,
+presets as files."""
 
 from __future__ import annotations
 
-import pytest
-from sessionkit import cli, read_doc
+import shutil
+from pathlib import Path
 
+import pytest
+from sessionkit import cli, read_doc, snapshot
+
+from clipterm import launch
+from clipterm import session as sess
 from clipterm.presets import user_dir
 
 PROMPT = "a green triangle on a white background"
@@ -22,7 +28,7 @@ def test_lane_flags_make_named_lanes_of_any_parts(tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, err
     doc = read_doc(out)
-    assert list(doc["lanes"]) == ["a", "b", "c"]  # b replaced, c added
+    assert list(doc["lanes"]) == ["a", "b", "c"]  # b and c replaced
     c = doc["lanes"]["c"]
     assert c["param"] == {**c["param"], "kind": "fourier", "decay": 1.5} and c["views"]["views"] == 2
     assert [t["kind"] for t in doc["lanes"]["b"]["transforms"]] == ["cutouts", "noise"]
@@ -39,6 +45,100 @@ def test_lanes_none_keeps_only_the_given_lanes(tmp_path, capsys):
     code, _, err = cli(capsys, "run", out, "--steps", "2", *BASE, "--lanes", "none", "--lane", "z9=unconstrained")
     assert code == 0, err
     assert list(read_doc(out)["lanes"]) == ["z9"]
+
+
+def presets_of(out) -> dict[str, str]:
+    return {name: table["preset"] for name, table in read_doc(out)["lanes"].items()}
+
+
+def test_a_new_session_gets_the_default_lanes_a_b_and_c(tmp_path, capsys):
+    """No lane flags: a unconstrained, b constrained, c the best recognised preset (one constant)."""
+    assert launch.DEFAULT_LANES["c"] == launch.BEST_PRESET
+    out = tmp_path / "s"
+    code, _, err = cli(capsys, "run", out, "--steps", "1", *BASE)
+    assert code == 0, err
+    assert list(presets_of(out).items()) == list(launch.DEFAULT_LANES.items())
+    assert list(launch.DEFAULT_LANES) == ["a", "b", "c"]
+    assert launch.DEFAULT_LANES["a"] == "unconstrained" and launch.DEFAULT_LANES["b"] == "constrained"
+    assert all((out / f"lane-{n}" / "final.png").is_file() for n in "abc")
+
+
+@pytest.mark.parametrize(
+    "flags,want",
+    [
+        (["--lanes", "ac", "--mode-c", "constrained"], {"a": "unconstrained", "c": "constrained"}),
+        (["--lanes", "none", "--lane", "x=constrained"], {"x": "constrained"}),
+        (["--lanes", "b", "--lane", "d=unconstrained"], {"b": "constrained", "d": "unconstrained"}),
+    ],
+)
+def test_lanes_picks_default_lanes_and_mode_c_sets_c(tmp_path, capsys, flags, want):
+    out = tmp_path / "s"
+    code, _, err = cli(capsys, "run", out, "--steps", "1", *BASE, *flags)
+    assert code == 0, err
+    assert presets_of(out) == want
+
+
+def test_every_in_order_pick_of_abc_is_a_lanes_value(capsys):
+    from clipterm.cli import build_parser
+
+    for letters in ("a", "b", "c", "ab", "ac", "bc", "abc", "none"):
+        args = build_parser().parse_args(["run", "s", "--steps", "1", "--lanes", letters, "--lane", "z=constrained"])
+        want = [] if letters == "none" else list(letters)
+        assert list(launch.lane_specs_from_args(args)) == [*want, "z"]
+    args = build_parser().parse_args(["run", "s", "--steps", "1", "--mode-c", "self-guided"])
+    assert {n: s.preset for n, s in launch.lane_specs_from_args(args).items()} == {
+        **launch.DEFAULT_LANES,
+        "c": "self-guided",
+    }
+
+
+@pytest.mark.parametrize("value", ["xyz", "ba", "aa", "", "cab", "abcd", "d", "None", "a,b"])
+def test_a_bad_lanes_value_is_one_line_exit_2_nothing_written(tmp_path, capsys, value):
+    out = tmp_path / "s"
+    code, _, err = cli(capsys, "run", out, "--steps", "1", *BASE, "--lanes", value)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--lanes" in err and repr(value) in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_default_lanes_and_more_lanes_still_stop_at_eight(tmp_path, capsys):
+    five = [f"--lane={n}=constrained" for n in "defgh"]
+    code, _, err = cli(capsys, "run", tmp_path / "s", "--steps", "1", *BASE, *five, "--lane", "i=constrained")
+    assert code == 2 and "at most 8 lanes, got 9" in err and not (tmp_path / "s").exists()
+
+
+def test_an_old_two_lane_session_resumes_without_lanes(tmp_path, capsys):
+    """A session made before lane c was a default one (the format-1 fixture: lanes a and b) resumes
+    with no --lanes as before, and keeps its two lanes; --lanes must still match it."""
+    s = tmp_path / "v1"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "v1-session", s)
+    code, _, err = cli(capsys, "run", s, "--steps", "21", "--device", "cpu", "--quiet")
+    assert code == 0, err
+    after = sess.load(s)
+    assert list(after.lanes) == ["a", "b"] and after.steps == 21
+    before = snapshot(tmp_path)
+    for lanes in ("abc", "ac", "a"):
+        code, _, err = cli(capsys, "run", s, "--steps", "22", "--device", "cpu", "--lanes", lanes)
+        assert code == 2 and "differs from the session's lanes a,b" in err and len(err.strip().splitlines()) == 1
+    assert snapshot(tmp_path) == before
+    code, _, err = cli(capsys, "run", s, "--steps", "22", "--device", "cpu", "--quiet", "--lanes", "ab")
+    assert code == 0, err
+    assert list(sess.load(s).lanes) == ["a", "b"]
+
+
+def test_a_lane_c_from_lane_flag_resumes_with_lanes_ab(tmp_path, capsys):
+    """Before c was a default lane, `--lanes ab --lane c=...` (or just `--lane c=...`) made a lane c;
+    resuming that session with the same command (or with --lanes ab alone) still works."""
+    out = tmp_path / "s"
+    made = ["--lanes", "ab", "--lane", "c=constrained,views=2"]
+    code, _, err = cli(capsys, "run", out, "--steps", "1", *BASE, *made)
+    assert code == 0, err
+    for flags in (made, ["--lanes", "ab"], []):
+        code, _, err = cli(capsys, "run", out, "--steps", "1", "--device", "cpu", "--quiet", *flags)
+        assert code == 0, err
+    assert presets_of(out) == {"a": "unconstrained", "b": "constrained", "c": "constrained"}
+    code, _, err = cli(capsys, "run", out, "--steps", "1", "--device", "cpu", "--lanes", "bc")
+    assert code == 2 and "--lanes bc differs" in err
 
 
 @pytest.mark.parametrize(
@@ -84,6 +184,6 @@ def test_presets_are_listed_and_read_from_the_users_folder(tmp_path, capsys, mon
     assert code == 0
     assert any(ln.startswith("mine") and "pyramid · jitter x3 · prompt · adamw" in ln for ln in out.splitlines())
     assert "broken" not in out and "warning: preset broken" in err and "missing 'views'" in err
-    code, _, err = cli(capsys, "run", tmp_path / "s", "--steps", "2", *BASE, "--lane", "m=mine")
+    code, _, err = cli(capsys, "run", tmp_path / "s", "--steps", "2", *BASE, "--lanes", "ab", "--lane", "m=mine")
     assert code == 0, err
     assert read_doc(tmp_path / "s")["lanes"]["m"]["param"]["kind"] == "pyramid"

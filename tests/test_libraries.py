@@ -65,6 +65,7 @@ def test_headless_run_on_a_terminal_draws_richs_progress(tmp_path):
     leader, follower = pty.openpty()
     env = {**CHILD_ENV, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "30"}
     argv = ["run", str(tmp_path / "s"), "--prompt", PROMPT, "--steps", "20", "--model", "shapes-a", "--device", "cpu"]
+    argv += ["--lanes", "ab"]  # about the progress display: lane c would only make it slower
     proc = subprocess.Popen(
         [sys.executable, "-m", "clipterm", *argv], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=follower, env=env,

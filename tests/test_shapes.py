@@ -92,9 +92,8 @@ def test_judge_ranks_a_free_prompt_among_the_captions(shapes_b):
 def test_offline_default_falls_back_to_shapes_a(tmp_path):
     env = offline_env(tmp_path)
     out = tmp_path / "s"
-    proc = clipterm(
-        "run", str(out), "--prompt", "a red circle", "--steps", "2", "--device", "cpu", timeout=120, env=env
-    )
+    argv = ["run", str(out), "--prompt", "a red circle", "--steps", "2", "--device", "cpu", "--lanes", "ab"]
+    proc = clipterm(*argv, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "falling back to the bundled shapes-a" in proc.stderr and "ViT-B-32/openai" in proc.stderr
     assert tomllib.loads((out / "session.toml").read_text())["model"]["name"] == "shapes-a"

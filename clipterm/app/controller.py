@@ -504,7 +504,7 @@ class Controller:
         text = cmd.text
         old = self.run.engine.prompt
         warns = self.run.engine.set_prompt(text)
-        self.log(f"prompt: {old!r} → {text!r} (re-encoded; both lanes continue from their canvas)")
+        self.log(f"prompt: {old!r} → {text!r} (re-encoded; every lane continues from its canvas)")
         for w in warns:
             self.log(f"warning: {w}", "warning", notify=True)
         self._judged.clear()
