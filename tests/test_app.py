@@ -19,6 +19,7 @@ from sessionkit import APP_FLAGS, cli
 from clipterm import session as sess
 from clipterm.app import DEFAULT_PROMPT, build_app, new_session_path
 from clipterm.app.controller import read_ui_state
+from clipterm.app.paramtable import ParamTable
 from clipterm.app.ui import KEYS, ClipTermApp
 from clipterm.app.widgets import (
     TREND_GLYPHS,
@@ -26,7 +27,6 @@ from clipterm.app.widgets import (
     LayersPane,
     ParamEditor,
     ParamsPane,
-    ParamTable,
     PromptInput,
     PromptPane,
     trend_text,
@@ -227,7 +227,7 @@ async def test_parameter_edit_reaches_engine_and_invalid_is_refused(tmp_path):
             assert e.lanes["a"].optimizer.param_groups[0]["lr"] == 0.2
             assert e.lanes["b"].spec.value("lr") == 0.05
             assert e.changes[-1] == {"step": 0, "lane": "a", "key": "lr", "old": 0.05, "new": 0.2}
-            await until(pilot, lambda: table.get_cell("lr", "value") == "0.2")
+            await until(pilot, lambda: table.get_value("lr") == "0.2")
             assert table.has_focus and not err.display
             assert "lane A: lr 0.05 → 0.2" in log_text(app)
             # the active lane is the one edited
@@ -243,7 +243,7 @@ async def test_parameter_edit_reaches_engine_and_invalid_is_refused(tmp_path):
             await pilot.press("ctrl+u", *"self-guided", "enter")
             await until(pilot, lambda: e.lanes["b"].spec.preset == "self-guided", what="preset edit")
             await until(pilot, lambda: table.has_focus, what="editor closed")
-            assert table.get_cell("preset", "value") == "self-guided"
+            assert table.get_value("preset") == "self-guided"
             await step(pilot)
             await pilot.press("ctrl+s")
             await until(pilot, lambda: "saved at step 1" in log_text(app))
@@ -766,17 +766,19 @@ def test_keep_recent_remembers_the_last_pictures_per_size():
     """The frame caches: a picture shown again (a lane toggled back) reuses what was made for it; the
     same picture at another size (a resize) and a third picture (beyond KEEP) are made anew."""
     from clipterm.app.render import KEEP, keep_recent
+    from clipterm.lanespec import MAX_LANES
 
     cache: dict = {}
     made: list[str] = []
 
     def get(obj, tag=None):
-        return keep_recent(cache, obj, lambda: made.append(f"{obj[0]}@{tag}") or f"{obj[0]}@{tag}", tag)
+        return keep_recent(cache, obj, lambda: made.append(f"{obj[0]}@{tag}") or f"{obj[0]}@{tag}", tag, keep=2)
 
     a, b, c = ["a"], ["b"], ["c"]
     assert get(a) == "a@None" and get(b) == "b@None" and get(a) == "a@None" and made == ["a@None", "b@None"]
     assert get(a, (10, 5)) == "a@(10, 5)" and len(made) == 3  # new size: made again
-    assert KEEP == 2 and get(c) == "c@None" and len(cache) == 2  # b was the oldest: evicted
+    assert get(c) == "c@None" and len(cache) == 2  # b was the oldest: evicted
+    assert KEEP == MAX_LANES  # the frames keep one picture per lane a run can have
     get(b)
     assert made[-1] == "b@None" and len(made) == 5
 
@@ -919,6 +921,52 @@ async def test_a_burst_into_the_prompt_arrives_complete(tmp_path):
         close(app)
 
 
+async def test_the_worker_gives_way_while_the_ui_handles_a_key(tmp_path):
+    """give_way holds new steps back (the one in flight may finish) until resume; a key asks for it and
+    the screen's refresh after the key gives the worker back its turn."""
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            c = app.controller
+            await pilot.press("space")  # the tests' apps start paused
+            await until(pilot, lambda: app.run_.steps >= 2, what="running")
+            c.give_way(30.0)
+            await pilot.pause(0.1)
+            held = app.run_.steps
+            await pilot.pause(0.5)
+            assert app.run_.steps <= held + 1  # at most the step that was in flight
+            c.resume()
+            await until(pilot, lambda: app.run_.steps >= held + 3, what="steps again after resume")
+            await pilot.press("t")  # a key gives way, and its redraw resumes the worker
+            await until(pilot, lambda: app.run_.steps >= held + 6, what="steps again after a key")
+            assert app.active == "b"
+    finally:
+        close(app)
+
+
+async def test_the_next_lanes_cells_are_made_before_its_toggle(tmp_path, monkeypatch):
+    """After a snapshot is drawn the app makes the cells of the lane `t` shows next, so the toggle
+    itself builds no picture (that cost ~10 ms of the key's time on a busy box)."""
+    from clipterm.app import render
+
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await step(pilot, 2)
+            await pilot.pause(0.3)  # the snapshot is drawn, then the next lane's cells are made
+            made: list[int] = []
+            real = render.halfcell_segments
+            monkeypatch.setattr(render, "halfcell_segments", lambda img: made.append(1) or real(img))
+            await pilot.press("t")
+            await pilot.pause(0.2)
+            assert app.active == "b" and app.query_one("#image-0").image is not None
+            assert made == []
+    finally:
+        close(app)
+
+
 @pytest.mark.parametrize("render", ["unicode", "sixel", "kitty", "auto"])
 async def test_every_renderer_shows_the_frame(tmp_path, render):
     """--render forces textual-image's Unicode, Sixel or Kitty (TGP) widget; none of them breaks the app."""
@@ -1015,7 +1063,7 @@ async def test_five_lanes_cycle_jump_and_show_a_grid_in_pages(tmp_path):
             await pilot.press("t", "t")
             assert app.active == "c"
             await until(pilot, lambda: "fourier" in app.query_one(ParamsPane).border_title, what="params follow")
-            assert "spectrum" not in app.query_one(ParamTable).rows  # live settings only, no tensors
+            assert "spectrum" not in app.query_one(ParamTable).keys  # live settings only, no tensors
             await pilot.press("5")
             assert app.active == "e"
             await pilot.press("t")

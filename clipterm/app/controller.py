@@ -40,6 +40,7 @@ SPARK_POINTS = 240
 LAYER_TREND = 12  # probe records behind each row's trend in the Layers view
 PREVIEW_SIZE = 128
 UI_STATE = "app.toml"
+GIVE_WAY_S = 0.2  # the longest a key holds the worker back (its redraw normally ends sooner)
 
 
 # ---------------------------------------------------------------------------- what the UI sees
@@ -292,6 +293,7 @@ class Controller:
         self._inflight = threading.Event()  # a snapshot is posted and not yet shown: do not pile up
         self._dirty = True
         self._last_pub = 0.0
+        self._give_way_until = 0.0  # monotonic time before which the worker starts no step (give_way)
         self.saved_ok = False
 
     # ------------------------------------------------------------------ called from the UI thread
@@ -301,6 +303,16 @@ class Controller:
     def ack(self) -> None:
         """The UI has drawn the last snapshot; the next one may be posted."""
         self._inflight.clear()
+
+    def give_way(self, seconds: float = GIVE_WAY_S) -> None:
+        """The UI is handling a key: start no step for up to `seconds` (or until `resume`). The worker
+        and the UI share one interpreter lock, so a step running beside the UI's redraw doubles the
+        time until the key's effect is on screen; the step in flight still finishes."""
+        self._give_way_until = time.monotonic() + seconds
+
+    def resume(self) -> None:
+        """The key's effect is on screen: steps may start again."""
+        self._give_way_until = 0.0
 
     def stop(self) -> None:
         """Ask the loop to end (it saves first); returns at once."""
@@ -329,7 +341,9 @@ class Controller:
                 self._drain(block=not self.running or self.failed)
                 if self.stopping.is_set() or self.cancelled():
                     break
-                if self.running and not self.failed:
+                if self._dirty and not self._inflight.is_set():
+                    self._guarded(self._publish)  # a command's effect is shown before the next step
+                if self.running and not self.failed and self._wait_for_ui():
                     self._guarded(self._step_once)
                 # a command's effect is shown at once; a running lane at most `fps` times a second
                 due = self._dirty or (self.running and time.monotonic() - self._last_pub >= self.interval)
@@ -339,6 +353,15 @@ class Controller:
             self._final_save()
             self.done.set()
             self.post(WorkerStopped())
+
+    def _wait_for_ui(self) -> bool:
+        """Sleep while the UI asked to go first; False when a command came meanwhile (the loop applies
+        and shows it before the next step: a key that asks the worker for something gets it at once)."""
+        while time.monotonic() < self._give_way_until and not self.stopping.is_set():
+            if not self.commands.empty():
+                return False
+            time.sleep(0.002)  # sleeping releases the interpreter lock to the UI thread
+        return True
 
     def _lower_priority(self) -> None:
         """Let the UI thread win the CPU: nice this thread (and torch's CPU threads it starts)."""

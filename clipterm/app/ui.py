@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rich.markup import escape
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -22,7 +23,7 @@ from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Input, RichLog, Static
+from textual.widgets import Footer, Input, RichLog, Static
 
 from clipterm.app.controller import (
     CommandDone,
@@ -42,6 +43,7 @@ from clipterm.app.controller import (
     Step,
     WorkerStopped,
 )
+from clipterm.app.paramtable import ParamTable
 from clipterm.app.themes import DEFAULT_THEME, discover_themes
 from clipterm.app.widgets import (
     FieldInput,
@@ -49,7 +51,6 @@ from clipterm.app.widgets import (
     HelpScreen,
     LayersPane,
     ParamsPane,
-    ParamTable,
     PromptPane,
     SimilarityPane,
     fmt_sim,
@@ -350,6 +351,15 @@ class ClipTermApp(App[int]):
             self.query_one(LayersPane).show(self.active, snap.lanes.get(self.active))
         self.query_one(PromptPane).show(snap.prompt)
         self._draw_status()
+        if not self.split and self.scrub is None and len(self.lanes) > 1:
+            self.call_after_refresh(self._prepare_next_lane)
+
+    def _prepare_next_lane(self) -> None:
+        """After the screen is drawn: the cells of the lane `t` shows next, so the toggle is a swap."""
+        snap = self.snapshot
+        following = self.lanes[(self.lanes.index(self.active) + 1) % len(self.lanes)]
+        if snap is not None and following in snap.lanes and not self.split:
+            self.query_one("#frame-0", FrameView).prepare(snap.lanes[following].preview)
 
     def _slot_lanes(self) -> tuple[str, ...]:
         """The lane each frame slot shows: the active lane's page of up to 4 lanes, or the active one alone."""
@@ -417,6 +427,13 @@ class ClipTermApp(App[int]):
             self.query_one(LayersPane).display = shown
             self.controller.submit(ShowLayers(shown))  # the worker adds probe rows to its snapshots
             self._draw()
+
+    async def on_event(self, event: events.Event) -> None:
+        """Every key holds the worker's next step back until the screen shows the key's effect."""
+        if isinstance(event, events.Key) and not self._quitting:
+            self.controller.give_way()
+            self.call_after_refresh(self.controller.resume)
+        await super().on_event(event)
 
     # ------------------------------------------------------------------ actions
     def _typing(self) -> bool:
@@ -552,11 +569,9 @@ class ClipTermApp(App[int]):
         after enter lands in the field instead of firing '.' (step), 't' (lane) or 'q' (quit)."""
         self.query_one(ParamsPane).edit_cursor_row(self.active)
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+    def on_param_table_row_selected(self, event: ParamTable.RowSelected) -> None:
         """A mouse click on a row edits it, as enter does."""
-        if not isinstance(event.data_table, ParamTable):
-            return
-        self.query_one(ParamsPane).open_editor(str(event.row_key.value), self.active)
+        self.query_one(ParamsPane).open_editor(event.key, self.active)
 
     def on_field_input_left(self, _event: FieldInput.Left) -> None:
         """Escape in the prompt field (the Parameters editor handles its own): back to the table."""

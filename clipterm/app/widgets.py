@@ -19,7 +19,8 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Label, Sparkline, Static
 
 from clipterm.app.controller import LaneView, Snapshot, fmt_value
-from clipterm.app.render import keep_recent
+from clipterm.app.paramtable import ParamTable
+from clipterm.app.render import FastHalfcellImage, keep_recent
 from clipterm.lanespec import LaneSpec
 from clipterm.parts.base import Rule
 from clipterm.presets import available
@@ -99,10 +100,6 @@ class PromptInput(FieldInput):
 
 class ParamEditor(FieldInput):
     BINDINGS = [Binding("enter", "submit", "Apply", key_display="⏎")]
-
-
-class ParamTable(DataTable):
-    """The Parameters rows; enter (an app-level key, see ClipTermApp.action_edit_param) edits one."""
 
 
 class PromptPane(Vertical):
@@ -197,6 +194,12 @@ class FrameView(Vertical):
         """Draw the next picture given even if it is the one shown now (scrubbing swaps sources)."""
         self._shown = None
 
+    def prepare(self, pixels: np.ndarray | None) -> None:
+        """Make another lane's picture ready to show (see FastHalfcellImage.prepare)."""
+        image = self.query_one(f"#image-{self.slot}")
+        if pixels is not None and isinstance(image, FastHalfcellImage):
+            image.prepare(keep_recent(self._pictures, pixels, lambda: PILImage.fromarray(pixels)))
+
     def show(self, lane: str, pixels: np.ndarray | None, title: str) -> None:
         self.border_title = title
         image = self.query_one(f"#image-{self.slot}")
@@ -236,12 +239,7 @@ class ParamsPane(Vertical):
         self.editing: str | None = None
 
     def compose(self) -> ComposeResult:
-        table = ParamTable(id="param-table", cursor_type="row", zebra_stripes=False)
-        table.add_column("part", key="part")
-        table.add_column("parameter", key="key")
-        table.add_column("value", key="value", width=13)
-        table.add_column("range", key="range")
-        yield table
+        yield ParamTable(id="param-table")
         with Horizontal(id="param-edit-row"):
             yield Label("", id="param-edit-label")
             yield ParamEditor(id="param-editor", compact=True)
@@ -256,14 +254,10 @@ class ParamsPane(Vertical):
         table = self.query_one(ParamTable)
         rows = param_rows(spec)
         if [r[0] for r in rows] != self.rows:
-            cursor = table.cursor_row
-            table.clear()
-            for key, part, rng in rows:
-                table.add_row(part, key, "", rng, key=key)
+            table.set_rows([(part, key, fmt_value(self.value(key)), rng) for key, part, rng in rows])
             self.rows = [r[0] for r in rows]
-            table.move_cursor(row=min(cursor, len(rows) - 1))
         for key in self.rows:
-            table.update_cell(key, "value", fmt_value(self.value(key)))
+            table.set_value(key, fmt_value(self.value(key)))
 
     def value(self, key: str) -> object:
         assert self.spec is not None
@@ -271,8 +265,7 @@ class ParamsPane(Vertical):
 
     def edit_cursor_row(self, lane: str) -> None:
         """Open the editor on the row under the table's cursor."""
-        table = self.query_one(ParamTable)
-        self.open_editor(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value), lane)
+        self.open_editor(self.query_one(ParamTable).cursor_key, lane)
 
     def focus_table(self) -> None:
         self.screen.set_focus(self.query_one(ParamTable))
@@ -327,9 +320,9 @@ class LaneSimilarity(Vertical):
         j = view.judge
         if wide:
             judge = f"judge {j.judge} #{j.rank}/{j.of}" if j else "judge —"
-            text = (
-                f"now {fmt_sim(view.current)}  best {fmt_sim(view.best)}  robust {fmt_sim(view.robust)}  "
-                f"verified {fmt_sim(view.verified)}  {judge}"
+            text = (  # single spaces: with a negative robust and a two-digit rank it is 78 columns
+                f"now {fmt_sim(view.current)} best {fmt_sim(view.best)} robust {fmt_sim(view.robust)} "
+                f"verified {fmt_sim(view.verified)} {judge}"
             )
         else:
             judge = f"{j.judge} #{j.rank}" if j else "#—"  # the judge and its rank of the prompt
