@@ -33,12 +33,13 @@ def sample_affine(
     return theta.float()
 
 
-def apply_affine(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Warp (1 or n, C, H, W) images by n matrices; areas outside the canvas become 0 (black)."""
+def apply_affine(images: torch.Tensor, theta: torch.Tensor, fill: str = "zeros") -> torch.Tensor:
+    """Warp (1 or n, C, H, W) images by n matrices; areas outside the canvas become 0 (black), or
+    repeat the edge ("border") or mirror the canvas ("reflection")."""
     n = theta.shape[0]
     x = images.expand(n, -1, -1, -1) if images.shape[0] == 1 else images
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=fill, align_corners=False)
 
 
 def held_out_thetas(n: int = 16, seed: int = 20240611) -> torch.Tensor:

@@ -113,6 +113,20 @@ def test_cutouts_take_the_crop_they_claim():
     assert abs(float(out[0, 0, 0, -1]) - ((ox + side) * 64 - 0.75)) < 1.0
 
 
+@pytest.mark.parametrize("fill", ["zeros", "border", "reflection"])
+def test_affine_fill_decides_what_the_uncovered_area_shows(fill):
+    """A white canvas zoomed out and shifted: black corners with "zeros" (seed 004's views), still
+    white with "border" or "reflection" (a white ground is not shown to the model against black)."""
+    white = torch.full((1, 3, 64, 64), 0.94)
+    t = _transform("affine", degrees=20.0, translate=0.2, scale_min=0.6, scale_max=0.7, flip_p=0.0, fill=fill)
+    views = t(white, 8, torch.Generator().manual_seed(1))
+    darkest = float(views.min())
+    if fill == "zeros":
+        assert darkest == 0.0
+    else:
+        assert darkest > 0.93
+
+
 def spec_with(base: str, **changes) -> LaneSpec:
     spec = preset(base)
     for k, v in changes.items():
