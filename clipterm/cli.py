@@ -61,6 +61,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
 
 
+def add_labels_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--labels",
+        default=None,
+        metavar="shapes|imagenet|FILE",
+        help="what the judge ranks the prompt among (default: the 24 base captions for a shapes judge, "
+        "ImageNet's classes for any other; FILE: one label per line)",
+    )
+
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--prompt", help="text, or terms joined by '|' each with optional :weight")
@@ -152,10 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("session", type=Path)
     i.add_argument("--json", action="store_true")
 
-    j = sub.add_parser("judge", help="rank the 24 base captions for images with an independent model")
+    j = sub.add_parser("judge", help="rank labels (and a prompt) for images with an independent model")
     j.add_argument("images", type=Path, nargs="+")
-    j.add_argument("--judge", default="shapes-b", help="judge model (default shapes-b)")
-    j.add_argument("--pretrained", default=None)
+    j.add_argument("--judge", default="shapes-b", metavar="MODEL[:PRETRAINED]", help="judge model (default shapes-b)")
+    j.add_argument("--pretrained", default=None, help="the judge's pretrained tag or checkpoint (or MODEL:TAG)")
+    add_labels_arg(j)
     j.add_argument("--prompt", default=None, help="report this caption's rank too")
     j.add_argument("--device", default="auto")
     j.add_argument("--top", type=_positive_int, default=3, help="captions to list per image")
@@ -362,19 +373,22 @@ def _info_recipe(args: argparse.Namespace) -> int:
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
-    from clipterm.judge import Judge, read_image
-    from clipterm.models import load_model
+    """Per image: its top label and the prompt's rank (the line scripts read), then with --prompt the
+    verdict line `judge NAME: prompt ranked #k of N; top: LABEL (sim)`, then the next labels."""
+    from clipterm.judge import load_judge, read_image
 
     images = [(p, read_image(p)) for p in args.images]
-    judge = Judge(load_model(args.judge, args.pretrained, args.device))
+    judge = load_judge(args.judge, args.labels, args.device, args.pretrained)
     for path, img in images:
         v = judge.rank_image(img, args.prompt)
-        line = f"{path}: {v.top!r} {v.top_score:.4f}"
+        line = f"{printable(str(path))}: {v.top!r} {v.top_score:.4f}"
         if args.prompt is not None:
             line += f"  | prompt rank {v.prompt_rank}/{len(v.captions)} ({v.prompt_score:.4f})"
         print(line)
+        if args.prompt is not None:
+            print(f"  {v.line(judge.name)}")
         for cap, score in list(zip(v.captions, v.scores))[1 : args.top]:
-            print(f"    {score:.4f}  {cap}")
+            print(f"    {score:.4f}  {printable(cap)}")
     return 0
 
 
