@@ -22,10 +22,10 @@ import numpy as np
 from clipterm import session as sess
 from clipterm.errors import ClipTermError, SessionError, err
 from clipterm.images import read_image, regular_input
-from clipterm.judge import DEFAULT_JUDGE, Judge
+from clipterm.judge import DEFAULT_JUDGE, Judge, judge_from_flags
 from clipterm.models import ModelBundle
 from clipterm.outputs import check_output, write_file
-from clipterm.prompts import PromptError, parse_prompt, slugify
+from clipterm.prompts import PromptError, main_term, parse_prompt, slugify
 from clipterm.text import printable
 
 SUMMARY_COLUMNS = (
@@ -216,14 +216,13 @@ def lane_results(run, name: str) -> list[LaneResult]:
 
 
 def judge_results(results: list[LaneResult], outdir: Path, judge: Judge) -> None:
-    """The judge's similarity of each lane's final.png to the prompt, and its rank among the captions."""
+    """The judge's similarity of each lane's final.png to the prompt, and its rank among its labels."""
     from clipterm.score import PromptScorer
 
     for r in results:
         img = read_image(outdir / r.session / sess.lane_dir_name(r.lane) / "final.png")
         r.judge_sim = PromptScorer(judge.bundle, r.prompt).score_image(img)
-        main = max(parse_prompt(r.prompt), key=lambda t: t.weight).text
-        v = judge.rank_image(img, main)
+        v = judge.rank_image(img, main_term(r.prompt))
         r.judge_rank, r.judge_candidates, r.judge_top = int(v.prompt_rank or 0), len(v.captions), v.top
 
 
@@ -231,7 +230,7 @@ def _write_atomic(path: Path, text: str) -> None:
     write_file(path, text.encode("utf-8"))
 
 
-def write_summary(outdir: Path, results: list[LaneResult], judge_name: str) -> tuple[Path, Path]:
+def write_summary(outdir: Path, results: list[LaneResult], judge: Judge | None) -> tuple[Path, Path]:
     """summary.csv (one row per prompt and lane) and the same table as summary.md."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -244,12 +243,18 @@ def write_summary(outdir: Path, results: list[LaneResult], judge_name: str) -> t
     def cell(text: str) -> str:
         return printable(text).replace("|", "\\|")  # summary.md is printed to the terminal at the end
 
+    if judge is None:
+        judged = "no judge (--judge none)."
+    else:
+        judged = (
+            f"judge = {printable(judge.name)}'s similarity of final.png to the prompt, and its rank of the "
+            f"prompt among {judge.labels.describe()} (plus the prompt when it is not one of them)."
+        )
     lines = [
         f"# clipterm batch: {len({r.prompt for r in results})} prompts",
         "",
         f"own = last raw similarity on the optimized model; robust = mean over 16 held-out views; "
-        f"verified = after an 8-bit PNG round trip; judge = {judge_name}'s similarity of final.png to the "
-        f"prompt, and its rank of the prompt among the base captions.",
+        f"verified = after an 8-bit PNG round trip; {judged}",
         "",
         "| " + " | ".join(SUMMARY_COLUMNS) + " |",
         "|" + "---|" * len(SUMMARY_COLUMNS),
@@ -263,7 +268,6 @@ def write_summary(outdir: Path, results: list[LaneResult], judge_name: str) -> t
 def run_batch(args: argparse.Namespace, log: Callable[[str], None] = err) -> int:
     """The `run --prompts-file` command: every prompt to --steps, then the summary table."""
     from clipterm.launch import Progress
-    from clipterm.models import load_model
 
     if args.prompt is not None:
         raise ClipTermError("--prompt and --prompts-file are exclusive: put the prompt in the file")
@@ -274,13 +278,14 @@ def run_batch(args: argparse.Namespace, log: Callable[[str], None] = err) -> int
     if outdir.exists() and (not outdir.is_dir() or sess.is_session(outdir)):
         raise ClipTermError(f"{outdir}: must be a directory of sessions (it is a file or a single session)")
     check_output(outdir, "batch")  # not inside a session either
+    if args.autosave_seconds < 0 or args.autosave_seconds != args.autosave_seconds:
+        raise ClipTermError("--autosave-seconds must be >= 0")
+    # a bad judge or labels file is refused before OUTDIR is made, and before any long run
+    judge = judge_from_flags(args.judge or DEFAULT_JUDGE, args.labels, args.device)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ClipTermError(f"{outdir}: cannot create ({e.strerror})") from None
-    if args.autosave_seconds < 0 or args.autosave_seconds != args.autosave_seconds:
-        raise ClipTermError("--autosave-seconds must be >= 0")
-    judge = Judge(load_model(DEFAULT_JUDGE, None, args.device))  # fail before any long run
     models = _Models(args, log)
     names = session_names(prompts)
     stop = {"sig": 0}
@@ -311,8 +316,9 @@ def run_batch(args: argparse.Namespace, log: Callable[[str], None] = err) -> int
                 run.save()
             finally:
                 run.close()
-        judge_results(results, outdir, judge)
-        csv_path, md_path = write_summary(outdir, results, judge.bundle.name)
+        if judge is not None:
+            judge_results(results, outdir, judge)
+        csv_path, md_path = write_summary(outdir, results, judge)
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -156,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="one prompt per line: SESSION becomes a directory of sessions plus summary.csv/.md",
     )
+    r.add_argument(
+        "--judge",
+        default=None,
+        metavar="MODEL[:PRETRAINED]",
+        help="independent model that ranks the prompt for each lane at the end (batches: default shapes-b; none: off)",
+    )
+    add_labels_arg(r)
     add_run_args(r)
 
     i = sub.add_parser("info", help="print a session's summary")
@@ -229,6 +236,7 @@ def build_app_parser() -> argparse.ArgumentParser:
         help="independent model whose ranking of the prompt is shown for every lane (default shapes-c, the "
         "held-out judge; none: off)",
     )
+    add_labels_arg(p)
     return p
 
 
@@ -243,6 +251,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from clipterm.batch import run_batch
 
         return run_batch(args)
+    judge = None
+    if args.judge is not None or args.labels is not None:  # loaded first: a bad judge writes nothing
+        from clipterm.judge import DEFAULT_JUDGE, judge_from_flags
+
+        judge = judge_from_flags(args.judge or DEFAULT_JUDGE, args.labels, args.device)
     stop = {"sig": 0}
 
     def on_signal(signum, _frame) -> None:
@@ -286,6 +299,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"lane {lane} ({run.engine.lanes[lane].spec.preset}): similarity "
                 f"{row.get('last_similarity', float('nan')):.4f}, best {row.get('best_similarity', float('nan')):.4f}"
             )
+        if judge is not None:
+            from clipterm.prompts import main_term
+
+            prompt = main_term(run.engine.prompt)
+            for lane in run.engine.lanes:
+                say(f"lane {lane}: {judge.rank_canvas(run.engine.shown(lane), prompt).line(judge.name)}")
         return 0
     finally:
         if progress is not None:

@@ -179,3 +179,51 @@ def test_c1_controls_in_a_labels_file_are_refused_and_shown_escaped(tmp_path):
     with pytest.raises(LabelsError, match=r"labels.txt:2: .*\(\\x9b\)") as e:
         read_labels(f)
     assert "\u009b" not in str(e.value)
+
+
+def test_run_reports_the_judges_verdict_for_every_lane(tmp_path, capsys):
+    """`clipterm run --judge M --labels FILE`: one verdict line per lane at the end, N = labels + 1."""
+    f = labels_file(tmp_path, "a red square\na blue circle\n")
+    s = tmp_path / "s"
+    code, _, err = cli(
+        capsys, "run", s, "--prompt", RED, "--steps", "2", "--model", "shapes-a", "--device", "cpu", "--quiet",
+        "--judge", "shapes-c", "--labels", f,
+    )  # fmt: skip
+    assert code == 0, err
+    lanes = re.findall(r"lane (\w+): judge shapes-c: prompt ranked #([1-3]) of 3; top: ", err)
+    assert [lane for lane, _ in lanes] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--judge", "NoSuchNet-7"], "unknown model"),
+        (["--labels", "LABELS"], "has no labels"),
+        (["--judge", "none", "--labels", "imagenet"], "--labels needs a judge"),
+    ],
+)
+@pytest.mark.parametrize("batch", [False, True], ids=["run", "batch"])
+def test_bad_judge_for_a_run_or_batch_writes_nothing(tmp_path, capsys, flags, needle, batch):
+    empty = labels_file(tmp_path, "# nothing\n", "empty.txt")
+    out = tmp_path / "out"
+    head = ["--prompts-file", labels_file(tmp_path, RED + "\n", "p.txt")] if batch else ["--prompt", RED]
+    flags = [str(empty) if x == "LABELS" else x for x in flags]
+    code, _, err = cli(capsys, "run", out, *head, "--steps", "2", "--model", "shapes-a", "--device", "cpu", *flags)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not out.exists()
+
+
+def test_batch_judges_with_the_chosen_labels(tmp_path, capsys):
+    f = labels_file(tmp_path, f"{RED}\na blue square on a white background\na dog\n")
+    prompts = labels_file(tmp_path, f"{RED}\na yellow triangle on a black background\n", "p.txt")
+    out = tmp_path / "batch"
+    code, stdout, err = cli(
+        capsys, "run", out, "--prompts-file", prompts, "--steps", "2", "--model", "shapes-a", "--device", "cpu",
+        "--quiet", "--lanes", "b", "--judge", "shapes-c", "--labels", f,
+    )  # fmt: skip
+    assert code == 0, err
+    rows = [line.split(",") for line in (out / "summary.csv").read_text().splitlines()[1:]]
+    candidates = {r[0]: int(r[10]) for r in rows}
+    assert candidates == {RED: 3, "a yellow triangle on a black background": 4}  # a label, and not one
+    assert all(r[11] in {RED, "a blue square on a white background", "a dog", r[0]} for r in rows)
+    assert "shapes-c's similarity" in stdout and "the 3 labels of" in stdout

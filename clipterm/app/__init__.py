@@ -57,6 +57,7 @@ def build_app(args: argparse.Namespace, log_stream=None):
     from clipterm.app.controller import read_ui_state
     from clipterm.app.ui import ClipTermApp
     from clipterm.errors import ClipTermError
+    from clipterm.judge import judge_from_flags
     from clipterm.launch import open_run
     from clipterm.recipe import has_recipe
 
@@ -92,12 +93,13 @@ def build_app(args: argparse.Namespace, log_stream=None):
         log_stream.write(f"clipterm: opening {printable(str(path))} …")
         log_stream.flush()
     try:
+        # the judge loads first: a bad --judge or --labels is refused before the session is touched
+        judge = judge_from_flags(args.judge, args.labels, args.device)
         run = open_run(args, path, log=log)
     finally:
         clear_status()
     try:
         ui_state = read_ui_state(path) if resuming else {}
-        judge = None if args.judge == "none" else args.judge
         return ClipTermApp(
             run,
             image_cls=image_cls,

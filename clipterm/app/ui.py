@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from textual.app import App, ComposeResult, SystemCommand
@@ -43,6 +44,9 @@ from clipterm.app.controller import (
     WorkerStopped,
 )
 from clipterm.app.themes import DEFAULT_THEME, discover_themes
+
+if TYPE_CHECKING:
+    from clipterm.judge import Judge
 from clipterm.app.widgets import (
     FieldInput,
     FrameView,
@@ -168,7 +172,7 @@ class ClipTermApp(App[int]):
         image_cls: type[Widget],
         fps: float = 4.0,
         paused: bool = False,
-        judge: str | None = "shapes-b",
+        judge: Judge | None = None,
         startup_log: Iterable[str] = (),
         ui_state: dict | None = None,
     ) -> None:
