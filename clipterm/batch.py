@@ -22,6 +22,7 @@ import numpy as np
 from clipterm import session as sess
 from clipterm.errors import ClipTermError, SessionError, err
 from clipterm.images import read_image, regular_input
+from clipterm.initimage import InitImage, check_same, prepare
 from clipterm.judge import DEFAULT_JUDGE, Judge, judge_from_flags
 from clipterm.models import ModelBundle
 from clipterm.outputs import check_output, write_file
@@ -134,8 +135,11 @@ class _Models:
         return bundle
 
 
-def open_session(path: Path, prompt: str, args: argparse.Namespace, models: _Models):
-    """Create the prompt's session, or resume it (it must hold the same prompt)."""
+def open_session(
+    path: Path, prompt: str, args: argparse.Namespace, models: _Models, init: InitImage | None = None, log=err
+):
+    """Create the prompt's session, or resume it (it must hold the same prompt, and with --init have
+    started from that picture). `init`: the picture new sessions start from."""
     from clipterm.launch import apply_resume_flags, lane_specs_from_args
     from clipterm.probes import configure
     from clipterm.runner import Autosave, Run, check_fits
@@ -148,6 +152,8 @@ def open_session(path: Path, prompt: str, args: argparse.Namespace, models: _Mod
         s = sess.load(path)
         if s.prompt != prompt:
             raise SessionError(f"{path}: holds the prompt {s.prompt!r}, not {prompt!r}; use another OUTDIR")
+        if init is not None:
+            check_same(path, s.changes, init)
         bundle = models.for_session(s)
         check_fits(s, bundle)
         run = Run.resume(path, bundle, autosave)
@@ -162,7 +168,10 @@ def open_session(path: Path, prompt: str, args: argparse.Namespace, models: _Mod
             eval_every=50 if args.eval_every is None else args.eval_every,
             frame_every=args.frame_every or 10,
             autosave=autosave,
+            init=init,
         )
+        for lane, error in run.init_fit.items():
+            log(f"lane {lane}: init from {init.source if init else ''}, fit error {error:.4f} (max abs)")
     configure(run.engine, getattr(args, "probe_every", None))
     run.engine.configure(args.precision, args.compile, args.raw_every)
     return run
@@ -280,7 +289,8 @@ def run_batch(args: argparse.Namespace, log: Callable[[str], None] = err) -> int
     check_output(outdir, "batch")  # not inside a session either
     if args.autosave_seconds < 0 or args.autosave_seconds != args.autosave_seconds:
         raise ClipTermError("--autosave-seconds must be >= 0")
-    # a bad judge or labels file is refused before OUTDIR is made, and before any long run
+    # a bad picture, judge or labels file is refused before OUTDIR is made; the judge before any long run
+    init = prepare(args.init) if args.init is not None else None
     judge = judge_from_flags(args.judge or DEFAULT_JUDGE, args.labels, args.device)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -298,7 +308,7 @@ def run_batch(args: argparse.Namespace, log: Callable[[str], None] = err) -> int
     try:
         for k, (prompt, name) in enumerate(zip(prompts, names), 1):
             path = outdir / name
-            run = open_session(path, prompt, args, models)
+            run = open_session(path, prompt, args, models, init, log)
             try:
                 if not args.quiet:
                     log(f"[{k}/{len(prompts)}] {prompt!r} -> {path} (step {run.steps})")

@@ -76,6 +76,13 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", help="text, or terms joined by '|' each with optional :weight")
     p.add_argument("--seed", type=_seed, default=None, help="random seed of a new session (default 0)")
     p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="IMAGE",
+        help="start a new session's lanes from this picture instead of noise (centre square, resized to the model)",
+    )
+    p.add_argument(
         "--lanes",
         choices=("ab", "a", "b", "none"),
         default=None,
@@ -318,6 +325,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- info, judge, train
 def cmd_info(args: argparse.Namespace) -> int:
     """Print a session's summary; read-only (works on a session another clipterm is running)."""
+    from clipterm import initimage
     from clipterm import recipe as rc
     from clipterm import session as sess
 
@@ -325,6 +333,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return _info_recipe(args)
     s = sess.load(args.session)
     holder = sess.lock_holder(s.path)
+    start = initimage.started_from(s.changes)
     data = {
         "path": str(s.path),
         "format_version": sess.FORMAT_VERSION,
@@ -338,6 +347,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "frame_every": s.frame_every,
         "lanes": {n: {"preset": p.preset, "parts": p.describe(), **s.summary.get(n, {})} for n, p in s.lanes.items()},
         "changes": len(s.changes),
+        "init": {"source": start[0], "sha256": start[1]} if start else None,
         "frames": {n: int(len(f[0])) for n, f in s.frames.items()},
         "open_by_pid": holder,
     }
@@ -349,6 +359,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"prompt   {printable(s.prompt)}")
     print(f"model    {printable(s.model['name'])} ({printable(s.model['pretrained'])})")
     print(f"steps    {s.steps}   seed {s.seed}   changes {len(s.changes)}")
+    if start is not None:
+        print(f"init     {printable(start[0])} (pixels sha256 {printable(start[1][:12])}…, a copy in init.png)")
     for n, row in data["lanes"].items():
         nums = "  ".join(
             f"{k.replace('_similarity', '')} {v:.4f}" for k, v in row.items() if k not in ("preset", "parts")
@@ -376,6 +388,7 @@ def _info_recipe(args: argparse.Namespace) -> int:
         "eval_every": r.eval_every,
         "frame_every": r.frame_every,
         "lanes": {n: {"preset": spec.preset, "parts": spec.describe()} for n, spec in r.lanes.items()},
+        "init": {"source": r.init_source, "sha256": r.init_sha256} if r.init_sha256 else None,
         "open_by_pid": holder,
     }
     if args.json:
@@ -386,6 +399,8 @@ def _info_recipe(args: argparse.Namespace) -> int:
     print(f"prompt   {printable(r.prompt)}")
     print(f"model    {printable(r.model or 'default')}" + (f" ({printable(r.pretrained)})" if r.pretrained else ""))
     print(f"steps    0   seed {r.seed}")
+    if r.init_sha256:
+        print(f"init     {printable(r.init_source)} (pixels sha256 {r.init_sha256[:12]}…, a copy in init.png)")
     for n, row in data["lanes"].items():
         print(f"lane {printable(n):<4} {printable(row['preset']):<14} [{printable(row['parts'])}]")
     return 0

@@ -600,6 +600,20 @@ class Engine:
                 }
         self._load_records(ln, state)
 
+    def start_from(self, canvas: np.ndarray) -> dict[str, float]:
+        """Start every lane from a picture instead of noise (`--init`): each parameterization fits
+        itself to `canvas` (3,S,S) in [0,1] at the model's input size, and the best-so-far is that
+        picture. Before the first step only. Returns each lane's fit error (max abs)."""
+        if self.step_count:
+            raise EngineError("a run starts from a picture only before its first step")
+        x = torch.from_numpy(np.ascontiguousarray(canvas, dtype=np.float32))[None].to(self.device)
+        errors = {}
+        for name, ln in self.lanes.items():
+            errors[name] = ln.image.fit(x)
+            with torch.no_grad():
+                ln.best = ln.image.image().detach().clone()
+        return errors
+
     def refit_lane(self, name: str, state: dict[str, np.ndarray]) -> None:
         """Continue a lane made on another model: its picture (resized to this model's input) is fitted
         by the lane's parameterization; history, evaluations and view generator carry over; the

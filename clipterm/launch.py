@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from clipterm.errors import ClipTermError, SessionError, err
 
 if TYPE_CHECKING:
+    from clipterm.initimage import InitImage
     from clipterm.lanespec import LaneSpec
     from clipterm.recipe import Recipe
     from clipterm.runner import Run
@@ -197,7 +198,7 @@ def _asked_model(recipe: Recipe, args: argparse.Namespace) -> tuple[str, str]:
     return model, pretrained
 
 
-def _recipe_from_flags(args: argparse.Namespace, path: Path) -> Recipe:
+def _recipe_from_flags(args: argparse.Namespace, path: Path, init: InitImage | None) -> Recipe:
     """What a new session's flags ask for, every flag checked (nothing is written before this passes)."""
     from clipterm.prompts import parse_prompt
     from clipterm.recipe import Recipe
@@ -206,6 +207,8 @@ def _recipe_from_flags(args: argparse.Namespace, path: Path) -> Recipe:
         raise ClipTermError("--prompt is required for a new session")
     parse_prompt(args.prompt)
     return Recipe(
+        init_source=init.source if init else "",
+        init_sha256=init.digest if init else "",
         prompt=args.prompt,
         seed=args.seed or 0,
         lanes=lane_specs_from_args(args),
@@ -220,7 +223,9 @@ def _check_recipe_flags(found: Recipe, args: argparse.Namespace, path: Path) -> 
     """Flags given when a recipe is resumed: checked as on a session at step 0 (seed and lanes fixed,
     other settings recorded as changes), and a model other than the recipe's needs --retarget."""
     from clipterm import session as sess
+    from clipterm.initimage import CHANGE_KEY
 
+    started = f"{found.init_source} sha256:{found.init_sha256}"
     at_zero = sess.Session(
         path=path,
         prompt=found.prompt,
@@ -229,6 +234,7 @@ def _check_recipe_flags(found: Recipe, args: argparse.Namespace, path: Path) -> 
         lanes=dict(found.lanes),
         steps=0,
         arrays={},
+        changes=[{"step": 0, "lane": "*", "key": CHANGE_KEY, "new": started}] if found.init_sha256 else [],
     )
     _check_resume_flags(at_zero, args)
     asked = _asked_model(found, args)
@@ -248,12 +254,18 @@ def _create(args: argparse.Namespace, path: Path, log: Callable[[str], None]) ->
     fails here (a model that does not load...) removes what it wrote, so a refused command leaves
     nothing behind.
     """
+    from clipterm import initimage
     from clipterm import recipe as rc
     from clipterm import session as sess
 
     rc.check_new_session_dir(path)  # everything is checked before anything is written
     found = rc.read(path)
-    wanted = _recipe_from_flags(args, path) if found is None else None
+    init: InitImage | None = None
+    if found is not None and found.init_sha256:  # the session's copy, checked before anything is touched
+        init = initimage.load(path, found.init_sha256, found.init_source)
+    elif found is None and getattr(args, "init", None) is not None:
+        init = initimage.prepare(args.init)  # its pixels are the copy's: PNG keeps them exactly
+    wanted = _recipe_from_flags(args, path, init) if found is None else None
     if found is not None:
         _check_recipe_flags(found, args, path)
     made_dir = not os.path.lexists(path)
@@ -267,16 +279,19 @@ def _create(args: argparse.Namespace, path: Path, log: Callable[[str], None]) ->
         if again != found:
             raise SessionError(f"{path}: its recipe changed meanwhile; run again to resume it")
         if wanted is not None:
+            wrote = True  # from here a failure removes what this start-up wrote, init.png included
+            rc.remove(path, init=True)  # a crashed start-up's leftovers (check_new_session_dir allowed them)
+            if init is not None:
+                rc.write_init(path, init)  # before the recipe that names it
             rc.write(path, wanted)
-            wrote = True
         recipe = wanted or found
         assert recipe is not None
         if found is not None:
             log(f"starting {path} from its recipe (a start-up that did not finish)")
-        run = _create_from(recipe, args, path, lock, log)
+        run = _create_from(recipe, init, args, path, lock, log)
     except BaseException:
         if wrote:
-            rc.remove(path)
+            rc.remove(path, init=True)
         if made_lock:  # unlinked while still held, so no other process can have taken this lock file
             with contextlib.suppress(OSError):
                 os.unlink(path / sess.LOCK)
@@ -294,14 +309,22 @@ def _create(args: argparse.Namespace, path: Path, log: Callable[[str], None]) ->
         raise
     for w in run.engine.warnings:
         log(f"warning: {w}")
+    for lane, error in run.init_fit.items():
+        log(f"lane {lane}: init from {recipe.init_source}, fit error {error:.4f} (max abs)")
     log(f"new session {path} on {run.engine.bundle.name} ({run.engine.bundle.device}), lanes {','.join(recipe.lanes)}")
     return run
 
 
 def _create_from(
-    recipe: Recipe, args: argparse.Namespace, path: Path, lock: SessionLock, log: Callable[[str], None]
+    recipe: Recipe,
+    init: InitImage | None,
+    args: argparse.Namespace,
+    path: Path,
+    lock: SessionLock,
+    log: Callable[[str], None],
 ) -> Run:
-    """Load the recipe's model (or, with --retarget, the flags') and make the session at step 0."""
+    """Load the recipe's model (or, with --retarget, the flags') and make the session at step 0, its
+    lanes fitted to `init` when it starts from a picture."""
     from clipterm.models import load_default, load_model
     from clipterm.runner import Autosave, Run
 
@@ -323,6 +346,7 @@ def _create_from(
         autosave=Autosave(args.autosave_steps, args.autosave_seconds),
         lock=lock,
         created=recipe.created,
+        init=init,
     )
 
 
@@ -371,6 +395,10 @@ def _check_resume_flags(s: Session, args: argparse.Namespace) -> None:
         )
     if args.prompt is not None:
         parse_prompt(args.prompt)
+    if getattr(args, "init", None) is not None:
+        from clipterm import initimage
+
+        initimage.check_same(s.path, s.changes, initimage.prepare(args.init))
     from clipterm.presets import preset
 
     wanted = _resume_specs(dict(s.lanes), args)

@@ -857,6 +857,27 @@ async def test_judge_line_ranks_among_the_chosen_labels(tmp_path, monkeypatch, s
         close(app)
 
 
+async def test_app_starts_a_new_session_from_a_picture(tmp_path, monkeypatch):
+    """`clipterm --init PHOTO`: the app's lanes start from the picture; the log gives each lane's fit error."""
+    from PIL import Image
+
+    from clipterm import shapes
+
+    monkeypatch.chdir(tmp_path)  # a short name: the log pane wraps long lines
+    photo = Path("red.png")
+    Image.fromarray(shapes.render("red", "circle", "black", 15, 30, 30)).save(photo)
+    app = make_app(Path("s"), "--init", str(photo), "--prompt", "a blue square on a white background")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            for lane in ("a", "b"):
+                assert f"lane {lane}: init from {photo}, fit error 0.0000 (max abs)" in log_text(app)
+                shown = app.run_.engine.shown(lane)
+                assert np.abs(shown - np.asarray(Image.open(photo), np.float32).transpose(2, 0, 1) / 255).max() < 1e-6
+    finally:
+        close(app)
+
+
 @pytest.mark.parametrize(
     "flags,needle",
     [
