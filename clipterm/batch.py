@@ -136,7 +136,12 @@ class _Models:
 
 
 def open_session(
-    path: Path, prompt: str, args: argparse.Namespace, models: _Models, init: InitImage | None = None, log=err
+    path: Path,
+    prompt: str,
+    args: argparse.Namespace,
+    models: _Models,
+    init: InitImage | None = None,
+    log: Callable[[str], None] = err,
 ):
     """Create the prompt's session, or resume it (it must hold the same prompt, and with --init have
     started from that picture). `init`: the picture new sessions start from."""
