@@ -20,7 +20,16 @@ from clipterm.text import printable
 if TYPE_CHECKING:
     pass
 
-SUBCOMMANDS = ("run", "info", "judge", "train-shapes", "score", "export", "analyze", "presets")
+SUBCOMMANDS = (
+    "run",
+    "info",
+    "judge",
+    "train-shapes",
+    "score",
+    "export",
+    "analyze",
+    "presets",
+)
 EXIT_BAD_INPUT = 2
 
 
@@ -64,6 +73,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def add_run_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--prompt", help="text, or terms joined by '|' each with optional :weight")
+    p.add_argument(
+        "--unit",
+        action="append",
+        metavar="BLOCK:CHANNEL[:WEIGHT]",
+        help="add a unit to the objective (repeatable; without --prompt the units alone): BLOCK:CHANNEL, "
+        "neuron BLOCK:CHANNEL@TOKEN or @Y,X, direction BLOCK:FILE.npy or 'text:A - B' (README: Units)",
+    )
     p.add_argument("--seed", type=_seed, default=None, help="random seed of a new session (default 0)")
     p.add_argument(
         "--lanes",
@@ -271,8 +287,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 128 + stop["sig"]
         summ = run.summary()
         for lane, row in summ.items():
+            what = "similarity" if run.engine.lanes[lane].similarity_terms() else "unit score"
             say(
-                f"lane {lane} ({run.engine.lanes[lane].spec.preset}): similarity "
+                f"lane {lane} ({run.engine.lanes[lane].spec.preset}): {what} "
                 f"{row.get('last_similarity', float('nan')):.4f}, best {row.get('best_similarity', float('nan')):.4f}"
             )
         return 0
@@ -316,7 +333,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     # Every string below came from the session's files (someone may have handed it to you): escaped.
     print(f"session  {printable(str(s.path))}" + (f"   (open in pid {printable(holder)})" if holder else ""))
-    print(f"prompt   {printable(s.prompt)}")
+    print(f"prompt   {printable(s.prompt) or '(none: the objective is units alone)'}")
     print(f"model    {printable(s.model['name'])} ({printable(s.model['pretrained'])})")
     print(f"steps    {s.steps}   seed {s.seed}   changes {len(s.changes)}")
     for n, row in data["lanes"].items():

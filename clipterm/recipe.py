@@ -147,6 +147,7 @@ def read(path: Path) -> Recipe | None:
             lanes[check_lane_name(lane)] = from_table(table, f"lane {lane}")
         except ParamError as e:
             raise SessionError(f"{where}: [lanes] {one_line(e)}") from None
+    sess.check_prompt_lanes(prompt, lanes, where)
     return Recipe(
         prompt=prompt,
         seed=seed,
