@@ -29,6 +29,9 @@ SUBCOMMANDS = (
     "export",
     "analyze",
     "presets",
+    "units",
+    "render-shapes",
+    "examples",
 )
 EXIT_BAD_INPUT = 2
 
@@ -203,6 +206,29 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", type=Path, required=True, help="output directory")
 
     sub.add_parser("presets", help="list the lane presets (shipped and ~/.config/clipterm/presets), one per line")
+
+    u = sub.add_parser("units", help="a block's channels ranked by mean activation on a lane's picture")
+    u.add_argument("session", type=Path)
+    u.add_argument("--block", type=_positive_int, required=True, help="block number (0 = first resblock / layer1)")
+    u.add_argument("--lane", default=None, help="lane name (default: the session's first lane)")
+    u.add_argument("--top", type=_positive_int, default=0, help="list only the N most active channels (0 = all)")
+    u.add_argument("--device", default="auto")
+
+    rs = sub.add_parser("render-shapes", help="write N base-world renders (PNG) and their captions (CSV)")
+    rs.add_argument("n", type=_positive_int, metavar="N")
+    rs.add_argument("dir", type=Path, metavar="DIR", help="a new or empty directory")
+    rs.add_argument("--seed", type=_seed, default=0)
+
+    ex2 = sub.add_parser("examples", help="rank a folder of images by a unit's activation; contact sheet + CSV")
+    ex2.add_argument("dir", type=Path, metavar="DIR", help="folder of images (not searched recursively)")
+    ex2.add_argument("--model", required=True, help="shapes-a, shapes-b or an open_clip name")
+    ex2.add_argument("--pretrained", default=None)
+    ex2.add_argument("--block", type=_positive_int, required=True, help="block number (0 = first resblock / layer1)")
+    ex2.add_argument("--channel", type=_positive_int, required=True)
+    ex2.add_argument("--out", type=Path, required=True, help="the contact sheet (PNG); the CSV goes beside it")
+    ex2.add_argument("--batch", type=_positive_int, default=64, help="images per forward pass (default 64)")
+    ex2.add_argument("--device", default="auto")
+    ex2.add_argument("--quiet", action="store_true", help="no progress output")
 
     t = sub.add_parser("train-shapes", help="train a small CLIP on the shapes world")
     t.add_argument("--out", type=Path, required=True)
@@ -455,6 +481,40 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_units(args: argparse.Namespace) -> int:
+    """One line per channel, most active first: channel, mean activation, share of the block's total."""
+    from clipterm.channels import rank_channels
+
+    r = rank_channels(args.session, args.block, args.lane, args.device)
+    err(
+        f"block {r.block} ({r.block_name}) of {r.model}, lane {printable(r.lane)} at step {r.step}: "
+        f"{len(r.rows)} channels by mean activation (share: of the sum of |means|)"
+    )
+    for row in r.rows[: args.top or None]:
+        print(f"{row.channel:>5}  {row.mean:+.5f}  {row.share:+.2%}")
+    return 0
+
+
+def cmd_render_shapes(args: argparse.Namespace) -> int:
+    from clipterm.examples import render_shapes
+
+    paths = render_shapes(args.n, args.dir, args.seed)
+    err(f"wrote {len(paths) - 1} renders and {paths[-1].name} to {args.dir}")
+    return 0
+
+
+def cmd_examples(args: argparse.Namespace) -> int:
+    from clipterm.examples import examples
+
+    if args.batch < 1:
+        raise ClipTermError("--batch must be at least 1")
+    for path in examples(
+        args.model, args.pretrained, args.device, args.block, args.channel, args.dir, args.out, args.quiet, args.batch
+    ):
+        print(path)
+    return 0
+
+
 def cmd_app(argv: list[str]) -> int:
     args = build_app_parser().parse_args(argv)
     from clipterm.app import run_app
@@ -477,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
             "export": cmd_export,
             "analyze": cmd_analyze,
             "presets": cmd_presets,
+            "units": cmd_units,
+            "render-shapes": cmd_render_shapes,
+            "examples": cmd_examples,
         }
         return handler[args.command](args)
     except ClipTermError as e:
