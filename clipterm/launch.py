@@ -223,7 +223,7 @@ def _recipe_from_flags(args: argparse.Namespace, path: Path) -> Recipe:
     from clipterm.recipe import Recipe
 
     if args.prompt is None and not getattr(args, "unit", None):
-        raise ClipTermError("--prompt (or a --unit) is required for a new session")
+        raise ClipTermError("--prompt is required for a new session (or a --unit: an objective of units alone)")
     if args.prompt is not None:
         parse_prompt(args.prompt)
     return Recipe(
