@@ -95,10 +95,11 @@ def unit_args(args: argparse.Namespace) -> tuple:
     return tuple(parse_unit(text) for text in getattr(args, "unit", None) or [])
 
 
-def lane_specs_from_args(args: argparse.Namespace) -> dict[str, LaneSpec]:
+def lane_specs_from_args(args: argparse.Namespace, prompt: bool | None = None) -> dict[str, LaneSpec]:
     """Lanes of a new session: a and b (--lanes picks ab, a, b or none; --mode-a/-b their presets), then
     each --lane added (or replacing a or b), then the parameter flags and the --unit terms on the
-    --apply-to lanes (without --prompt the units replace the prompt term: an objective of units alone)."""
+    --apply-to lanes. `prompt`: whether the lanes keep their prompt term beside the units (default: when
+    --prompt is given; without it the units replace the prompt term, an objective of units alone)."""
     from clipterm.lanespec import MAX_LANES, apply_pairs
     from clipterm.presets import preset
     from clipterm.unitspec import has_prompt_term, with_units
@@ -121,7 +122,8 @@ def lane_specs_from_args(args: argparse.Namespace) -> dict[str, LaneSpec]:
     out = {n: _with_flags(s, args) if n in targets else s for n, s in lanes.items()}
     units = unit_args(args)
     if units:
-        prompt = getattr(args, "prompt", None) is not None
+        if prompt is None:
+            prompt = getattr(args, "prompt", None) is not None
         out = {n: with_units(s, units, prompt) if n in targets else s for n, s in out.items()}
         left = [n for n, s in out.items() if not prompt and has_prompt_term(s)]
         if left:
