@@ -329,3 +329,24 @@ def test_units_refuses_a_block_out_of_range_and_an_unknown_lane(tmp_path, capsys
     assert code == 2 and text == "" and "block 3 is out of range" in err and "blocks 0-2" in err
     code, _, err = cli(capsys, "units", out, "--block", "0", "--lane", "z", "--device", "cpu")
     assert code == 2 and "no lane z" in err
+
+
+def test_units_in_a_prompt_batch_sit_beside_each_prompt():
+    from clipterm.cli import build_parser
+    from clipterm.launch import lane_specs_from_args
+
+    args = build_parser().parse_args(["run", "OUT", "--steps", "1", "--prompts-file", "p.txt", "--unit", "2:5"])
+    for spec in lane_specs_from_args(args, prompt=True).values():
+        assert [p.name for p in spec.terms][0] == "prompt" and [p.name for p in spec.terms][-1] == "channel"
+    for spec in lane_specs_from_args(args).values():  # no --prompt: the units alone
+        assert "prompt" not in [p.name for p in spec.terms]
+
+
+def test_a_session_of_units_alone_exports_a_sheet(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert cli(capsys, "run", out, "--unit", "2:5", "--steps", "1", *CPU)[0] == 0
+    code, _, err = cli(capsys, "export", out, "--format", "sheet", "--out", tmp_path / "sheet.png")
+    assert code == 0, err
+    from PIL import Image
+
+    assert Image.open(tmp_path / "sheet.png").size[0] > 0
