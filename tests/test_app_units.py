@@ -82,9 +82,19 @@ async def test_units_are_edited_and_picked_for_the_active_lane(tmp_path, shared_
 
 async def test_a_new_app_session_with_units_alone_has_no_prompt(tmp_path, shared_shapes_a):
     app = make_app(tmp_path / "u", "--unit", "2:5")
+    e = app.run_.engine
     try:
-        assert app.run_.engine.prompt == ""
-        assert [t.name for t in app.run_.engine.lanes["a"].terms][-1] == "channel"
-        assert not app.run_.engine.lanes["a"].similarity_terms()
+        assert e.prompt == "" and not e.lanes["a"].similarity_terms()
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.snapshot is not None, what="first snapshot")
+            await pilot.press("full_stop")
+            await until(pilot, lambda: app.run_.steps == 1, what="a step of units alone")
+            await pilot.press("u")
+            await until(pilot, lambda: isinstance(app.screen, UnitsScreen))
+            assert app.screen.query_one("#units-text").value == "2:5"
+            await pilot.press("ctrl+u", "enter")  # removing the only objective is refused by the worker
+            log = lambda: "\n".join(str(line.text) for line in app.query_one("#log").lines)  # noqa: E731
+            await until(pilot, lambda: "objective would be empty" in log(), what="the refusal")
+            assert describe_units(e.lanes["a"].spec) == "2:5"
     finally:
         app.controller.shutdown()
