@@ -168,7 +168,7 @@ def open_session(
             path,
             models.for_new(),
             prompt,
-            lane_specs_from_args(args),
+            lane_specs_from_args(args, prompt=True),  # --unit adds units beside each prompt
             seed=args.seed or 0,
             eval_every=50 if args.eval_every is None else args.eval_every,
             frame_every=args.frame_every or 10,

@@ -20,7 +20,19 @@ from clipterm.text import printable
 if TYPE_CHECKING:
     pass
 
-SUBCOMMANDS = ("run", "info", "judge", "train-shapes", "score", "export", "analyze", "presets")
+SUBCOMMANDS = (
+    "run",
+    "info",
+    "judge",
+    "train-shapes",
+    "score",
+    "export",
+    "analyze",
+    "presets",
+    "units",
+    "render-shapes",
+    "examples",
+)
 EXIT_BAD_INPUT = 2
 
 
@@ -74,6 +86,13 @@ def add_labels_arg(p: argparse.ArgumentParser) -> None:
 def add_run_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--prompt", help="text, or terms joined by '|' each with optional :weight")
+    p.add_argument(
+        "--unit",
+        action="append",
+        metavar="BLOCK:CHANNEL[:WEIGHT]",
+        help="add a unit to the objective (repeatable; without --prompt the units alone): BLOCK:CHANNEL, "
+        "neuron BLOCK:CHANNEL@TOKEN or @Y,X, direction BLOCK:FILE.npy or 'text:A - B' (README: Units)",
+    )
     p.add_argument("--seed", type=_seed, default=None, help="random seed of a new session (default 0)")
     p.add_argument(
         "--init",
@@ -213,6 +232,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the lane presets (shipped and ~/.config/clipterm/presets), one per line")
 
+    u = sub.add_parser("units", help="a block's channels ranked by mean activation on a lane's picture")
+    u.add_argument("session", type=Path)
+    u.add_argument("--block", type=_positive_int, required=True, help="block number (0 = first resblock / layer1)")
+    u.add_argument("--lane", default=None, help="lane name (default: the session's first lane)")
+    u.add_argument("--top", type=_positive_int, default=0, help="list only the N most active channels (0 = all)")
+    u.add_argument("--device", default="auto")
+
+    rs = sub.add_parser("render-shapes", help="write N base-world renders (PNG) and their captions (CSV)")
+    rs.add_argument("n", type=_positive_int, metavar="N")
+    rs.add_argument("dir", type=Path, metavar="DIR", help="a new or empty directory")
+    rs.add_argument("--seed", type=_seed, default=0)
+
+    ex2 = sub.add_parser("examples", help="rank a folder of images by a unit's activation; contact sheet + CSV")
+    ex2.add_argument("dir", type=Path, metavar="DIR", help="folder of images (not searched recursively)")
+    ex2.add_argument("--model", required=True, help="shapes-a, shapes-b or an open_clip name")
+    ex2.add_argument("--pretrained", default=None)
+    ex2.add_argument("--block", type=_positive_int, required=True, help="block number (0 = first resblock / layer1)")
+    ex2.add_argument("--channel", type=_positive_int, required=True)
+    ex2.add_argument("--out", type=Path, required=True, help="the contact sheet (PNG); the CSV goes beside it")
+    ex2.add_argument("--batch", type=_positive_int, default=64, help="images per forward pass (default 64)")
+    ex2.add_argument("--device", default="auto")
+    ex2.add_argument("--quiet", action="store_true", help="no progress output")
+
     t = sub.add_parser("train-shapes", help="train a small CLIP on the shapes world")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--seed", type=_seed, default=1)
@@ -302,8 +344,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 128 + stop["sig"]
         summ = run.summary()
         for lane, row in summ.items():
+            what = "similarity" if run.engine.lanes[lane].similarity_terms() else "unit score"
             say(
-                f"lane {lane} ({run.engine.lanes[lane].spec.preset}): similarity "
+                f"lane {lane} ({run.engine.lanes[lane].spec.preset}): {what} "
                 f"{row.get('last_similarity', float('nan')):.4f}, best {row.get('best_similarity', float('nan')):.4f}"
             )
         if judge is not None:
@@ -356,7 +399,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     # Every string below came from the session's files (someone may have handed it to you): escaped.
     print(f"session  {printable(str(s.path))}" + (f"   (open in pid {printable(holder)})" if holder else ""))
-    print(f"prompt   {printable(s.prompt)}")
+    print(f"prompt   {printable(s.prompt) or '(none: the objective is units alone)'}")
     print(f"model    {printable(s.model['name'])} ({printable(s.model['pretrained'])})")
     print(f"steps    {s.steps}   seed {s.seed}   changes {len(s.changes)}")
     if start is not None:
@@ -486,6 +529,40 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_units(args: argparse.Namespace) -> int:
+    """One line per channel, most active first: channel, mean activation, share of the block's total."""
+    from clipterm.channels import rank_channels
+
+    r = rank_channels(args.session, args.block, args.lane, args.device)
+    err(
+        f"block {r.block} ({r.block_name}) of {r.model}, lane {printable(r.lane)} at step {r.step}: "
+        f"{len(r.rows)} channels by mean activation (share: of the sum of |means|)"
+    )
+    for row in r.rows[: args.top or None]:
+        print(f"{row.channel:>5}  {row.mean:+.5f}  {row.share:+.2%}")
+    return 0
+
+
+def cmd_render_shapes(args: argparse.Namespace) -> int:
+    from clipterm.examples import render_shapes
+
+    paths = render_shapes(args.n, args.dir, args.seed)
+    err(f"wrote {len(paths) - 1} renders and {paths[-1].name} to {args.dir}")
+    return 0
+
+
+def cmd_examples(args: argparse.Namespace) -> int:
+    from clipterm.examples import examples
+
+    if args.batch < 1:
+        raise ClipTermError("--batch must be at least 1")
+    for path in examples(
+        args.model, args.pretrained, args.device, args.block, args.channel, args.dir, args.out, args.quiet, args.batch
+    ):
+        print(path)
+    return 0
+
+
 def cmd_app(argv: list[str]) -> int:
     args = build_app_parser().parse_args(argv)
     from clipterm.app import run_app
@@ -508,6 +585,9 @@ def main(argv: list[str] | None = None) -> int:
             "export": cmd_export,
             "analyze": cmd_analyze,
             "presets": cmd_presets,
+            "units": cmd_units,
+            "render-shapes": cmd_render_shapes,
+            "examples": cmd_examples,
         }
         return handler[args.command](args)
     except ClipTermError as e:

@@ -89,11 +89,21 @@ def _check_flags_apply(lanes: dict[str, LaneSpec], targets: list[str], args: arg
             raise ClipTermError(f"--{flag.replace('_', '-')}: none of the lanes {', '.join(targets)} has that setting")
 
 
-def lane_specs_from_args(args: argparse.Namespace) -> dict[str, LaneSpec]:
+def unit_args(args: argparse.Namespace) -> tuple:
+    """The --unit terms, parsed (a direction's .npy file is read here, before anything is written)."""
+    from clipterm.unitspec import parse_unit
+
+    return tuple(parse_unit(text) for text in getattr(args, "unit", None) or [])
+
+
+def lane_specs_from_args(args: argparse.Namespace, prompt: bool | None = None) -> dict[str, LaneSpec]:
     """Lanes of a new session: a and b (--lanes picks ab, a, b or none; --mode-a/-b their presets), then
-    each --lane added (or replacing a or b), then the parameter flags on the --apply-to lanes."""
+    each --lane added (or replacing a or b), then the parameter flags and the --unit terms on the
+    --apply-to lanes. `prompt`: whether the lanes keep their prompt term beside the units (default: when
+    --prompt is given; without it the units replace the prompt term, an objective of units alone)."""
     from clipterm.lanespec import MAX_LANES, apply_pairs
     from clipterm.presets import preset
+    from clipterm.unitspec import has_prompt_term, with_units
 
     lanes: dict[str, LaneSpec] = {}
     letters = "" if args.lanes == "none" else (args.lanes or "ab")
@@ -110,7 +120,19 @@ def lane_specs_from_args(args: argparse.Namespace) -> dict[str, LaneSpec]:
         raise ClipTermError(f"a run has at most {MAX_LANES} lanes, got {len(lanes)}")
     targets = apply_to(args, list(lanes))
     _check_flags_apply(lanes, targets, args)
-    return {n: _with_flags(s, args) if n in targets else s for n, s in lanes.items()}
+    out = {n: _with_flags(s, args) if n in targets else s for n, s in lanes.items()}
+    units = unit_args(args)
+    if units:
+        if prompt is None:
+            prompt = getattr(args, "prompt", None) is not None
+        out = {n: with_units(s, units, prompt) if n in targets else s for n, s in out.items()}
+        left = [n for n, s in out.items() if not prompt and has_prompt_term(s)]
+        if left:
+            raise ClipTermError(
+                f"lane {left[0]} keeps its prompt term but there is no --prompt: give --prompt, or --unit to "
+                f"every lane (--apply-to)"
+            )
+    return out
 
 
 def open_run(args: argparse.Namespace, path: Path, log: Callable[[str], None] = err) -> Run:
@@ -203,13 +225,14 @@ def _recipe_from_flags(args: argparse.Namespace, path: Path, init: InitImage | N
     from clipterm.prompts import parse_prompt
     from clipterm.recipe import Recipe
 
-    if args.prompt is None:
-        raise ClipTermError("--prompt is required for a new session")
-    parse_prompt(args.prompt)
+    if args.prompt is None and not getattr(args, "unit", None):
+        raise ClipTermError("--prompt is required for a new session (or a --unit: an objective of units alone)")
+    if args.prompt is not None:
+        parse_prompt(args.prompt)
     return Recipe(
         init_source=init.source if init else "",
         init_sha256=init.digest if init else "",
-        prompt=args.prompt,
+        prompt=args.prompt or "",
         seed=args.seed or 0,
         lanes=lane_specs_from_args(args),
         model=_model_as_asked(args.model),
@@ -354,12 +377,13 @@ def _resume_specs(lanes: dict[str, LaneSpec], args: argparse.Namespace) -> dict[
     """What the resume flags make of a session's lanes: presets (--mode-*, --lane), then key edits."""
     from clipterm.lanespec import apply_pairs
     from clipterm.presets import preset
+    from clipterm.unitspec import carry_objective
 
     out = dict(lanes)
     for name in out:
         mode = getattr(args, f"mode_{name}", None)
         if mode and mode != out[name].preset:
-            out[name] = preset(mode)
+            out[name] = carry_objective(out[name], preset(mode))
     for text in getattr(args, "lane", None) or []:
         name, base, pairs = parse_lane_arg(text)
         if name not in out:
@@ -367,7 +391,7 @@ def _resume_specs(lanes: dict[str, LaneSpec], args: argparse.Namespace) -> dict[
                 f"--lane {name}=...: the session has no lane {name!r} (lanes: {', '.join(out)}); "
                 f"a session's lanes are fixed when it is made"
             )
-        spec = preset(base) if base != out[name].preset else out[name]
+        spec = carry_objective(out[name], preset(base)) if base != out[name].preset else out[name]
         out[name] = apply_pairs(spec, pairs)
     targets = apply_to(args, list(out))
     _check_flags_apply(out, targets, args)
@@ -395,6 +419,10 @@ def _check_resume_flags(s: Session, args: argparse.Namespace) -> None:
         )
     if args.prompt is not None:
         parse_prompt(args.prompt)
+        if args.prompt != s.prompt and not any(spec.similarity_terms() for spec in s.lanes.values()):
+            raise SessionError(f"{s.path}: --prompt: no lane has a prompt term (their objectives are units alone)")
+    if unit_args(args):
+        apply_to(args, list(s.lanes))
     if getattr(args, "init", None) is not None:
         from clipterm import initimage
 
@@ -439,6 +467,13 @@ def apply_resume_flags(run: Run, args: argparse.Namespace) -> None:
         for key, _, _ in live.live_keys():
             if live.value(key) != spec.value(key):
                 e.set_param(name, key, spec.value(key))
+    units = unit_args(args)
+    if units:
+        from clipterm.unitspec import units_of
+
+        for name in apply_to(args, list(e.lanes)):
+            if units_of(e.lanes[name].spec) != units:
+                e.set_units(name, units)
     if args.eval_every is not None and args.eval_every != e.eval_every:
         e.changes.append(
             {"step": e.step_count, "lane": "*", "key": "eval_every", "old": e.eval_every, "new": args.eval_every}
@@ -462,9 +497,16 @@ class Progress:
     """
 
     def __init__(
-        self, total: int, start: int, quiet: bool, stream: TextIO | None = None, tty: bool | None = None
+        self,
+        total: int,
+        start: int,
+        quiet: bool,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        noun: str = "step",
     ) -> None:
         self.total, self.start, self.quiet = total, start, quiet
+        self.noun = noun  # what is counted: steps of a run, images of `clipterm examples`
         self.stream = stream  # None: sys.stderr as it is at each write
         self.tty = (stream or sys.stderr).isatty() if tty is None else tty
         self.t0 = time.monotonic()
@@ -486,7 +528,8 @@ class Progress:
             return
         if step >= self.next_mark or step >= self.total:
             rate = (step - self.start) / max(1e-9, time.monotonic() - self.t0)
-            (self.stream or sys.stderr).write(f"step {step}/{self.total}  {rate:.1f} steps/s  {sim}\n")
+            line = f"{self.noun} {step}/{self.total}  {rate:.1f} {self.noun}s/s  {sim}".rstrip()
+            (self.stream or sys.stderr).write(line + "\n")
             self.next_mark = step + max(1, self.total // 10)
 
     def _update_rich(self, step: int, sim: str) -> None:
@@ -518,12 +561,14 @@ class Progress:
         from rich.progress import Progress as RichProgress
         from rich.text import Text
 
+        noun = self.noun
+
         class RateColumn(ProgressColumn):  # here, not at the top: Rich is imported only for a terminal
-            """Steps per second over Rich's recent samples."""
+            """Steps (or images) per second over Rich's recent samples."""
 
             def render(self, task: Any) -> Text:
                 speed = task.speed
-                return Text(f"{speed:6.1f} steps/s" if speed else "     ? steps/s", style="progress.data.speed")
+                return Text(f"{speed:6.1f} {noun}s/s" if speed else f"     ? {noun}s/s", style="progress.data.speed")
 
         if self.stream is None:
             console = Console(stderr=True)

@@ -168,6 +168,7 @@ def read(path: Path) -> Recipe | None:
         except ParamError as e:
             raise SessionError(f"{where}: [lanes] {one_line(e)}") from None
     init_source, init_sha256 = _init(doc, version, where)
+    sess.check_prompt_lanes(prompt, lanes, where)
     return Recipe(
         prompt=prompt,
         seed=seed,

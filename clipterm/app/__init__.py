@@ -64,10 +64,11 @@ def build_app(args: argparse.Namespace, log_stream=None):
     if args.fps is None or not 0 < args.fps <= 60:
         raise ClipTermError("--fps must be within (0, 60]")
     path = args.session
+    units = getattr(args, "unit", None)  # with units and no prompt, the objective is the units alone
     if path is None:
-        path = new_session_path(args.prompt or DEFAULT_PROMPT)
+        path = new_session_path(args.prompt or ("units " + " ".join(units) if units else DEFAULT_PROMPT))
     resuming = path.exists() and (sess.is_session(path) or has_recipe(path))  # a start-up killed early
-    if not resuming and args.prompt is None:
+    if not resuming and args.prompt is None and not units:
         args.prompt = DEFAULT_PROMPT
     image_cls = image_class(args.render)
     lines: list[str] = []

@@ -37,6 +37,7 @@ from clipterm.probes import STAT_COLUMNS, layer_rows
 from clipterm.prompts import main_term
 from clipterm.runner import Run
 from clipterm.session.npy import read_regular
+from clipterm.unitspec import describe_units, parse_units
 
 SPARK_POINTS = 240
 LAYER_TREND = 12  # probe records behind each row's trend in the Layers view
@@ -189,6 +190,14 @@ class Save(Command):
 
 @dataclass(frozen=True)
 class SetPrompt(Command):
+    text: str
+
+
+@dataclass(frozen=True)
+class SetUnits(Command):
+    """A lane's unit terms, as text in the --unit syntax joined by ';' (the units dialog, key u)."""
+
+    lane: str
     text: str
 
 
@@ -382,6 +391,7 @@ class Controller:
             ShowLayers: self._cmd_show_layers,
             Save: self._cmd_save,
             SetPrompt: self._cmd_set_prompt,
+            SetUnits: self._cmd_set_units,
             SetParam: self._cmd_set_param,
             SetPreset: self._cmd_set_preset,
             FlipPreset: self._cmd_flip_preset,
@@ -510,6 +520,11 @@ class Controller:
             self.log(f"warning: {w}", "warning", notify=True)
         self._judged.clear()
         self._refresh_judge()
+
+    def _cmd_set_units(self, cmd: SetUnits) -> None:
+        old = describe_units(self.run.engine.lane(cmd.lane).spec) or "none"
+        new = describe_units(self.run.engine.set_units(cmd.lane, parse_units(cmd.text))) or "none"
+        self.log(f"lane {cmd.lane.upper()}: units {old} → {new}")
 
     def _cmd_set_param(self, cmd: SetParam) -> None:
         lane, key = cmd.lane, cmd.key

@@ -37,12 +37,14 @@ from clipterm.app.controller import (
     SetPreset,
     SetPrompt,
     SetTheme,
+    SetUnits,
     ShowLayers,
     Snapshot,
     SnapshotReady,
     Step,
     WorkerStopped,
 )
+from clipterm.app.objective import UnitsScreen
 from clipterm.app.themes import DEFAULT_THEME, discover_themes
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ from clipterm.lanespec import MAX_LANES
 from clipterm.presets import available
 from clipterm.prompts import parse_prompt
 from clipterm.runner import Run
+from clipterm.unitspec import describe_units
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,13 @@ KEYS: tuple[Key, ...] = (  # footer order: the most needed first (a narrow foote
     Key("full_stop", "step_once", "Step", "advance one step (while paused)", display="."),
     Key("p", "focus_prompt", "Prompt", "edit the prompt (enter applies it, esc leaves the field)"),
     Key("l", "toggle_layers", "Layers", "show or hide the Layers pane (the active lane's layer probes)"),
+    Key(
+        "u",
+        "edit_units",
+        "Units",
+        "edit the active lane's units; pick a block (as Layers numbers them) and channel",
+        show=False,
+    ),
     Key("ctrl+c", "quit", "Quit", "save and quit (also on SIGHUP/SIGTERM)", show=False, priority=True),
 ) + tuple(
     Key(
@@ -525,6 +535,17 @@ class ClipTermApp(App[int]):
 
     def action_focus_prompt(self) -> None:
         self.query_one(PromptPane).focus_input()
+
+    def action_edit_units(self) -> None:
+        """The units dialog for the active lane; what it returns goes to the worker (which checks ranges)."""
+        lane, spec = self.active, self._params()
+        if spec is None:
+            return
+        blocks = self.run_.engine.probe.names[1:] if self.run_.engine.probe is not None else []
+        self.push_screen(
+            UnitsScreen(lane, describe_units(spec), blocks),
+            lambda text: None if text is None else self.controller.submit(SetUnits(lane, text)),
+        )
 
     def action_help(self) -> None:
         rows = []
