@@ -63,6 +63,8 @@ def change_marks(changes: list[dict], lane: str | None = None) -> list[tuple[int
         key, new = str(c.get("key", "?")), c.get("new")
         if key == "prompt":
             label, major = f"prompt: {plain(str(new)[:24])}", True
+        elif key == "init":  # the picture a session started from: its name, not its sha256
+            label, major = f"init: {plain(str(new).rpartition(' sha256:')[0][:24])}", True
         elif key in ("model", "preset"):
             label, major = f"{plain(key)}: {plain(new)}", True
         else:

@@ -22,10 +22,11 @@ import numpy as np
 from clipterm import session as sess
 from clipterm.errors import ClipTermError, SessionError, err
 from clipterm.images import read_image, regular_input
-from clipterm.judge import DEFAULT_JUDGE, Judge
+from clipterm.initimage import InitImage, check_same, prepare
+from clipterm.judge import DEFAULT_JUDGE, Judge, judge_from_flags
 from clipterm.models import ModelBundle
 from clipterm.outputs import check_output, write_file
-from clipterm.prompts import PromptError, parse_prompt, slugify
+from clipterm.prompts import PromptError, main_term, parse_prompt, slugify
 from clipterm.text import printable
 
 SUMMARY_COLUMNS = (
@@ -134,8 +135,16 @@ class _Models:
         return bundle
 
 
-def open_session(path: Path, prompt: str, args: argparse.Namespace, models: _Models):
-    """Create the prompt's session, or resume it (it must hold the same prompt)."""
+def open_session(
+    path: Path,
+    prompt: str,
+    args: argparse.Namespace,
+    models: _Models,
+    init: InitImage | None = None,
+    log: Callable[[str], None] = err,
+):
+    """Create the prompt's session, or resume it (it must hold the same prompt, and with --init have
+    started from that picture). `init`: the picture new sessions start from."""
     from clipterm.launch import apply_resume_flags, lane_specs_from_args
     from clipterm.probes import configure
     from clipterm.runner import Autosave, Run, check_fits
@@ -148,6 +157,8 @@ def open_session(path: Path, prompt: str, args: argparse.Namespace, models: _Mod
         s = sess.load(path)
         if s.prompt != prompt:
             raise SessionError(f"{path}: holds the prompt {s.prompt!r}, not {prompt!r}; use another OUTDIR")
+        if init is not None:
+            check_same(path, s.changes, init)
         bundle = models.for_session(s)
         check_fits(s, bundle)
         run = Run.resume(path, bundle, autosave)
@@ -157,12 +168,15 @@ def open_session(path: Path, prompt: str, args: argparse.Namespace, models: _Mod
             path,
             models.for_new(),
             prompt,
-            lane_specs_from_args(args),
+            lane_specs_from_args(args, prompt=True),  # --unit adds units beside each prompt
             seed=args.seed or 0,
             eval_every=50 if args.eval_every is None else args.eval_every,
             frame_every=args.frame_every or 10,
             autosave=autosave,
+            init=init,
         )
+        for lane, error in run.init_fit.items():
+            log(f"lane {lane}: init from {init.source if init else ''}, fit error {error:.4f} (max abs)")
     configure(run.engine, getattr(args, "probe_every", None))
     run.engine.configure(args.precision, args.compile, args.raw_every)
     return run
@@ -216,14 +230,13 @@ def lane_results(run, name: str) -> list[LaneResult]:
 
 
 def judge_results(results: list[LaneResult], outdir: Path, judge: Judge) -> None:
-    """The judge's similarity of each lane's final.png to the prompt, and its rank among the captions."""
+    """The judge's similarity of each lane's final.png to the prompt, and its rank among its labels."""
     from clipterm.score import PromptScorer
 
     for r in results:
         img = read_image(outdir / r.session / sess.lane_dir_name(r.lane) / "final.png")
         r.judge_sim = PromptScorer(judge.bundle, r.prompt).score_image(img)
-        main = max(parse_prompt(r.prompt), key=lambda t: t.weight).text
-        v = judge.rank_image(img, main)
+        v = judge.rank_image(img, main_term(r.prompt))
         r.judge_rank, r.judge_candidates, r.judge_top = int(v.prompt_rank or 0), len(v.captions), v.top
 
 
@@ -231,7 +244,7 @@ def _write_atomic(path: Path, text: str) -> None:
     write_file(path, text.encode("utf-8"))
 
 
-def write_summary(outdir: Path, results: list[LaneResult], judge_name: str) -> tuple[Path, Path]:
+def write_summary(outdir: Path, results: list[LaneResult], judge: Judge | None) -> tuple[Path, Path]:
     """summary.csv (one row per prompt and lane) and the same table as summary.md."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -244,12 +257,18 @@ def write_summary(outdir: Path, results: list[LaneResult], judge_name: str) -> t
     def cell(text: str) -> str:
         return printable(text).replace("|", "\\|")  # summary.md is printed to the terminal at the end
 
+    if judge is None:
+        judged = "no judge (--judge none)."
+    else:
+        judged = (
+            f"judge = {printable(judge.name)}'s similarity of final.png to the prompt, and its rank of the "
+            f"prompt among {judge.labels.describe()} (plus the prompt when it is not one of them)."
+        )
     lines = [
         f"# clipterm batch: {len({r.prompt for r in results})} prompts",
         "",
         f"own = last raw similarity on the optimized model; robust = mean over 16 held-out views; "
-        f"verified = after an 8-bit PNG round trip; judge = {judge_name}'s similarity of final.png to the "
-        f"prompt, and its rank of the prompt among the base captions.",
+        f"verified = after an 8-bit PNG round trip; {judged}",
         "",
         "| " + " | ".join(SUMMARY_COLUMNS) + " |",
         "|" + "---|" * len(SUMMARY_COLUMNS),
@@ -263,7 +282,6 @@ def write_summary(outdir: Path, results: list[LaneResult], judge_name: str) -> t
 def run_batch(args: argparse.Namespace, log: Callable[[str], None] = err) -> int:
     """The `run --prompts-file` command: every prompt to --steps, then the summary table."""
     from clipterm.launch import Progress
-    from clipterm.models import load_model
 
     if args.prompt is not None:
         raise ClipTermError("--prompt and --prompts-file are exclusive: put the prompt in the file")
@@ -274,13 +292,15 @@ def run_batch(args: argparse.Namespace, log: Callable[[str], None] = err) -> int
     if outdir.exists() and (not outdir.is_dir() or sess.is_session(outdir)):
         raise ClipTermError(f"{outdir}: must be a directory of sessions (it is a file or a single session)")
     check_output(outdir, "batch")  # not inside a session either
+    if args.autosave_seconds < 0 or args.autosave_seconds != args.autosave_seconds:
+        raise ClipTermError("--autosave-seconds must be >= 0")
+    # a bad picture, judge or labels file is refused before OUTDIR is made; the judge before any long run
+    init = prepare(args.init) if args.init is not None else None
+    judge = judge_from_flags(args.judge or DEFAULT_JUDGE, args.labels, args.device)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ClipTermError(f"{outdir}: cannot create ({e.strerror})") from None
-    if args.autosave_seconds < 0 or args.autosave_seconds != args.autosave_seconds:
-        raise ClipTermError("--autosave-seconds must be >= 0")
-    judge = Judge(load_model(DEFAULT_JUDGE, None, args.device))  # fail before any long run
     models = _Models(args, log)
     names = session_names(prompts)
     stop = {"sig": 0}
@@ -293,7 +313,7 @@ def run_batch(args: argparse.Namespace, log: Callable[[str], None] = err) -> int
     try:
         for k, (prompt, name) in enumerate(zip(prompts, names), 1):
             path = outdir / name
-            run = open_session(path, prompt, args, models)
+            run = open_session(path, prompt, args, models, init, log)
             try:
                 if not args.quiet:
                     log(f"[{k}/{len(prompts)}] {prompt!r} -> {path} (step {run.steps})")
@@ -311,8 +331,9 @@ def run_batch(args: argparse.Namespace, log: Callable[[str], None] = err) -> int
                 run.save()
             finally:
                 run.close()
-        judge_results(results, outdir, judge)
-        csv_path, md_path = write_summary(outdir, results, judge.bundle.name)
+        if judge is not None:
+            judge_results(results, outdir, judge)
+        csv_path, md_path = write_summary(outdir, results, judge)
     finally:
         for s, h in old.items():
             signal.signal(s, h)

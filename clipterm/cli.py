@@ -20,7 +20,19 @@ from clipterm.text import printable
 if TYPE_CHECKING:
     pass
 
-SUBCOMMANDS = ("run", "info", "judge", "train-shapes", "score", "export", "analyze", "presets")
+SUBCOMMANDS = (
+    "run",
+    "info",
+    "judge",
+    "train-shapes",
+    "score",
+    "export",
+    "analyze",
+    "presets",
+    "units",
+    "render-shapes",
+    "examples",
+)
 EXIT_BAD_INPUT = 2
 
 
@@ -67,11 +79,35 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
 
 
+def add_labels_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--labels",
+        default=None,
+        metavar="shapes|imagenet|FILE",
+        help="what the judge ranks the prompt among (default: the 24 base captions for a shapes judge, "
+        "ImageNet's classes for any other; FILE: one label per line)",
+    )
+
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--prompt", help="text, or terms joined by '|' each with optional :weight")
+    p.add_argument(
+        "--unit",
+        action="append",
+        metavar="BLOCK:CHANNEL[:WEIGHT]",
+        help="add a unit to the objective (repeatable; without --prompt the units alone): BLOCK:CHANNEL, "
+        "neuron BLOCK:CHANNEL@TOKEN or @Y,X, direction BLOCK:FILE.npy or 'text:A - B' (README: Units)",
+    )
     p.add_argument("--seed", type=_seed, default=None, help="random seed of a new session (default 0)")
     every = "".join(DEFAULT_LANES)
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="IMAGE",
+        help="start a new session's lanes from this picture instead of noise (centre square, resized to the model)",
+    )
     p.add_argument(
         "--lanes",
         type=lanes_flag,
@@ -165,16 +201,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="one prompt per line: SESSION becomes a directory of sessions plus summary.csv/.md",
     )
+    r.add_argument(
+        "--judge",
+        default=None,
+        metavar="MODEL[:PRETRAINED]",
+        help="independent model that ranks the prompt for each lane at the end (batches: default shapes-b; none: off)",
+    )
+    add_labels_arg(r)
     add_run_args(r)
 
     i = sub.add_parser("info", help="print a session's summary")
     i.add_argument("session", type=Path)
     i.add_argument("--json", action="store_true")
 
-    j = sub.add_parser("judge", help="rank the 24 base captions for images with an independent model")
+    j = sub.add_parser("judge", help="rank labels (and a prompt) for images with an independent model")
     j.add_argument("images", type=Path, nargs="+")
-    j.add_argument("--judge", default="shapes-b", help="judge model (default shapes-b)")
-    j.add_argument("--pretrained", default=None)
+    j.add_argument("--judge", default="shapes-b", metavar="MODEL[:PRETRAINED]", help="judge model (default shapes-b)")
+    j.add_argument("--pretrained", default=None, help="the judge's pretrained tag or checkpoint (or MODEL:TAG)")
+    add_labels_arg(j)
     j.add_argument("--prompt", default=None, help="report this caption's rank too")
     j.add_argument("--device", default="auto")
     j.add_argument("--top", type=_positive_int, default=3, help="captions to list per image")
@@ -207,6 +251,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the lane presets (shipped and ~/.config/clipterm/presets), one per line")
 
+    u = sub.add_parser("units", help="a block's channels ranked by mean activation on a lane's picture")
+    u.add_argument("session", type=Path)
+    u.add_argument("--block", type=_positive_int, required=True, help="block number (0 = first resblock / layer1)")
+    u.add_argument("--lane", default=None, help="lane name (default: the session's first lane)")
+    u.add_argument("--top", type=_positive_int, default=0, help="list only the N most active channels (0 = all)")
+    u.add_argument("--device", default="auto")
+
+    rs = sub.add_parser("render-shapes", help="write N base-world renders (PNG) and their captions (CSV)")
+    rs.add_argument("n", type=_positive_int, metavar="N")
+    rs.add_argument("dir", type=Path, metavar="DIR", help="a new or empty directory")
+    rs.add_argument("--seed", type=_seed, default=0)
+
+    ex2 = sub.add_parser("examples", help="rank a folder of images by a unit's activation; contact sheet + CSV")
+    ex2.add_argument("dir", type=Path, metavar="DIR", help="folder of images (not searched recursively)")
+    ex2.add_argument("--model", required=True, help="shapes-a, shapes-b or an open_clip name")
+    ex2.add_argument("--pretrained", default=None)
+    ex2.add_argument("--block", type=_positive_int, required=True, help="block number (0 = first resblock / layer1)")
+    ex2.add_argument("--channel", type=_positive_int, required=True)
+    ex2.add_argument("--out", type=Path, required=True, help="the contact sheet (PNG); the CSV goes beside it")
+    ex2.add_argument("--batch", type=_positive_int, default=64, help="images per forward pass (default 64)")
+    ex2.add_argument("--device", default="auto")
+    ex2.add_argument("--quiet", action="store_true", help="no progress output")
+
     t = sub.add_parser("train-shapes", help="train a small CLIP on the shapes world")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--seed", type=_seed, default=1)
@@ -237,6 +304,7 @@ def build_app_parser() -> argparse.ArgumentParser:
         help="independent model whose ranking of the prompt is shown for every lane (default shapes-c, the "
         "held-out judge; none: off)",
     )
+    add_labels_arg(p)
     return p
 
 
@@ -251,6 +319,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from clipterm.batch import run_batch
 
         return run_batch(args)
+    judge = None
+    if args.judge is not None or args.labels is not None:  # loaded first: a bad judge writes nothing
+        from clipterm.judge import DEFAULT_JUDGE, judge_from_flags
+
+        judge = judge_from_flags(args.judge or DEFAULT_JUDGE, args.labels, args.device)
     stop = {"sig": 0}
 
     def on_signal(signum, _frame) -> None:
@@ -290,10 +363,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 128 + stop["sig"]
         summ = run.summary()
         for lane, row in summ.items():
+            what = "similarity" if run.engine.lanes[lane].similarity_terms() else "unit score"
             say(
-                f"lane {lane} ({run.engine.lanes[lane].spec.preset}): similarity "
+                f"lane {lane} ({run.engine.lanes[lane].spec.preset}): {what} "
                 f"{row.get('last_similarity', float('nan')):.4f}, best {row.get('best_similarity', float('nan')):.4f}"
             )
+        if judge is not None:
+            from clipterm.prompts import main_term
+
+            prompt = main_term(run.engine.prompt)
+            for lane in run.engine.lanes:
+                say(f"lane {lane}: {judge.rank_canvas(run.engine.shown(lane), prompt).line(judge.name)}")
         return 0
     finally:
         if progress is not None:
@@ -307,6 +387,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- info, judge, train
 def cmd_info(args: argparse.Namespace) -> int:
     """Print a session's summary; read-only (works on a session another clipterm is running)."""
+    from clipterm import initimage
     from clipterm import recipe as rc
     from clipterm import session as sess
 
@@ -314,6 +395,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return _info_recipe(args)
     s = sess.load(args.session)
     holder = sess.lock_holder(s.path)
+    start = initimage.started_from(s.changes)
     data = {
         "path": str(s.path),
         "format_version": sess.FORMAT_VERSION,
@@ -327,6 +409,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "frame_every": s.frame_every,
         "lanes": {n: {"preset": p.preset, "parts": p.describe(), **s.summary.get(n, {})} for n, p in s.lanes.items()},
         "changes": len(s.changes),
+        "init": {"source": start[0], "sha256": start[1]} if start else None,
         "frames": {n: int(len(f[0])) for n, f in s.frames.items()},
         "open_by_pid": holder,
     }
@@ -335,9 +418,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     # Every string below came from the session's files (someone may have handed it to you): escaped.
     print(f"session  {printable(str(s.path))}" + (f"   (open in pid {printable(holder)})" if holder else ""))
-    print(f"prompt   {printable(s.prompt)}")
+    print(f"prompt   {printable(s.prompt) or '(none: the objective is units alone)'}")
     print(f"model    {printable(s.model['name'])} ({printable(s.model['pretrained'])})")
     print(f"steps    {s.steps}   seed {s.seed}   changes {len(s.changes)}")
+    if start is not None:
+        print(f"init     {printable(start[0])} (pixels sha256 {printable(start[1][:12])}…, a copy in init.png)")
     for n, row in data["lanes"].items():
         nums = "  ".join(
             f"{k.replace('_similarity', '')} {v:.4f}" for k, v in row.items() if k not in ("preset", "parts")
@@ -365,6 +450,7 @@ def _info_recipe(args: argparse.Namespace) -> int:
         "eval_every": r.eval_every,
         "frame_every": r.frame_every,
         "lanes": {n: {"preset": spec.preset, "parts": spec.describe()} for n, spec in r.lanes.items()},
+        "init": {"source": r.init_source, "sha256": r.init_sha256} if r.init_sha256 else None,
         "open_by_pid": holder,
     }
     if args.json:
@@ -375,25 +461,30 @@ def _info_recipe(args: argparse.Namespace) -> int:
     print(f"prompt   {printable(r.prompt)}")
     print(f"model    {printable(r.model or 'default')}" + (f" ({printable(r.pretrained)})" if r.pretrained else ""))
     print(f"steps    0   seed {r.seed}")
+    if r.init_sha256:
+        print(f"init     {printable(r.init_source)} (pixels sha256 {r.init_sha256[:12]}…, a copy in init.png)")
     for n, row in data["lanes"].items():
         print(f"lane {printable(n):<4} {printable(row['preset']):<14} [{printable(row['parts'])}]")
     return 0
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
-    from clipterm.judge import Judge, read_image
-    from clipterm.models import load_model
+    """Per image: its top label and the prompt's rank (the line scripts read), then with --prompt the
+    verdict line `judge NAME: prompt ranked #k of N; top: LABEL (sim)`, then the next labels."""
+    from clipterm.judge import load_judge, read_image
 
     images = [(p, read_image(p)) for p in args.images]
-    judge = Judge(load_model(args.judge, args.pretrained, args.device))
+    judge = load_judge(args.judge, args.labels, args.device, args.pretrained)
     for path, img in images:
         v = judge.rank_image(img, args.prompt)
-        line = f"{path}: {v.top!r} {v.top_score:.4f}"
+        line = f"{printable(str(path))}: {v.top!r} {v.top_score:.4f}"
         if args.prompt is not None:
             line += f"  | prompt rank {v.prompt_rank}/{len(v.captions)} ({v.prompt_score:.4f})"
         print(line)
+        if args.prompt is not None:
+            print(f"  {v.line(judge.name)}")
         for cap, score in list(zip(v.captions, v.scores))[1 : args.top]:
-            print(f"    {score:.4f}  {cap}")
+            print(f"    {score:.4f}  {printable(cap)}")
     return 0
 
 
@@ -457,6 +548,40 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_units(args: argparse.Namespace) -> int:
+    """One line per channel, most active first: channel, mean activation, share of the block's total."""
+    from clipterm.channels import rank_channels
+
+    r = rank_channels(args.session, args.block, args.lane, args.device)
+    err(
+        f"block {r.block} ({r.block_name}) of {r.model}, lane {printable(r.lane)} at step {r.step}: "
+        f"{len(r.rows)} channels by mean activation (share: of the sum of |means|)"
+    )
+    for row in r.rows[: args.top or None]:
+        print(f"{row.channel:>5}  {row.mean:+.5f}  {row.share:+.2%}")
+    return 0
+
+
+def cmd_render_shapes(args: argparse.Namespace) -> int:
+    from clipterm.examples import render_shapes
+
+    paths = render_shapes(args.n, args.dir, args.seed)
+    err(f"wrote {len(paths) - 1} renders and {paths[-1].name} to {args.dir}")
+    return 0
+
+
+def cmd_examples(args: argparse.Namespace) -> int:
+    from clipterm.examples import examples
+
+    if args.batch < 1:
+        raise ClipTermError("--batch must be at least 1")
+    for path in examples(
+        args.model, args.pretrained, args.device, args.block, args.channel, args.dir, args.out, args.quiet, args.batch
+    ):
+        print(path)
+    return 0
+
+
 def cmd_app(argv: list[str]) -> int:
     args = build_app_parser().parse_args(argv)
     from clipterm.app import run_app
@@ -479,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
             "export": cmd_export,
             "analyze": cmd_analyze,
             "presets": cmd_presets,
+            "units": cmd_units,
+            "render-shapes": cmd_render_shapes,
+            "examples": cmd_examples,
         }
         return handler[args.command](args)
     except ClipTermError as e:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,8 @@ from clipterm.parts.term import Term
 from clipterm.parts.view import Transform
 from clipterm.presets import preset
 from clipterm.prompts import PromptTerm, parse_prompt
+from clipterm.units import Tap, check_unit, tower
+from clipterm.unitspec import carry_objective, describe_units, has_prompt_term, units_of, with_units
 
 OWN = ""  # in a similarity term's model list: the run's own model
 
@@ -74,6 +77,10 @@ class Lane:
     def similarity_terms(self) -> list[Term]:
         return [t for t in self.terms if t.similarity]
 
+    def unit_terms(self) -> list[Term]:
+        """The lane's unit terms (channel, neuron, direction), scored from activations of the forward."""
+        return [t for t in self.terms if t.unit]
+
     def shown(self) -> torch.Tensor:
         """The canvas as a person sees it, (1,3,H,W) in [0,1]."""
         return self.image.shown()
@@ -118,6 +125,7 @@ class Engine:
         self.prompt = ""
         self.terms: list[PromptTerm] = []
         self._text: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._directions: dict[tuple[tuple[str, ...], tuple[str, ...]], torch.Tensor] = {}
         self.lanes: dict[str, Lane] = {}
         for spec in lanes.values():
             self._check_models(spec)
@@ -153,7 +161,21 @@ class Engine:
             if m not in self.models:
                 raise EngineError(f"model {m!r} named by a lane's objective is not loaded")
 
+    def _check_objective(self, name: str, spec: LaneSpec) -> None:
+        """A lane's units must fit the run's model, and a prompt term needs a prompt (a session made
+        with units alone has none)."""
+        if not self.terms and has_prompt_term(spec):
+            raise EngineError(f"lane {name}: its objective has a prompt term, but the run has no prompt")
+        units = units_of(spec)
+        if units:
+            blocks = tower(self.bundle.model, self.bundle.image_size)
+            for p in units:
+                check_unit(p.name, p.settings, blocks, self.bundle.name)
+                if p.settings.block < 0:
+                    self._direction(p.settings)  # encoded now: a zero direction is refused before step 1
+
     def _new_lane(self, name: str, spec: LaneSpec) -> Lane:
+        self._check_objective(name, spec)
         cls = lookup("param", spec.param.name, "param")
         image = cls(spec.param.settings, self.bundle.image_size, self.device, self.seed)  # type: ignore[call-arg]
         views, terms, optim = build_parts(spec)
@@ -199,7 +221,13 @@ class Engine:
         return keys
 
     def set_prompt(self, prompt: str, record: bool = True) -> list[str]:
-        """Parse and encode a new prompt on every model in use; lanes continue from their canvases."""
+        """Parse and encode a new prompt on every model in use; lanes continue from their canvases.
+
+        "" (no prompt) is a run whose lanes' objectives are units alone; `_check_objective` refuses a
+        lane with a prompt term then."""
+        if prompt == "" and not record:
+            self.prompt, self.terms, self._text = "", [], {}
+            return []
         terms = parse_prompt(prompt)
         warns = []
         texts = [t.text for t in terms]
@@ -263,6 +291,7 @@ class Engine:
         old = ln.spec
         views, terms, optim = build_parts(new)
         self._check_models(new)
+        self._check_objective(ln.name, new)
         if new.optim.name != old.optim.name:
             ln.optimizer = optim.build(ln.image.parameters())
         elif new.optim.settings != old.optim.settings:
@@ -276,8 +305,8 @@ class Engine:
         """Switch a lane's preset, keeping its canvas (refit if the parameterization differs); the
         optimizer is rebuilt only if its kind or parameters change."""
         ln = self.lane(lane)
-        new = preset(name)
         old = ln.spec
+        new = carry_objective(old, preset(name))  # the lane's own objective stays: units (alone)
         if new.param.name != old.param.name:
             self._convert(ln, new)
         else:
@@ -289,6 +318,7 @@ class Engine:
     def _convert(self, ln: Lane, new: LaneSpec) -> None:
         """Move a lane to another parameterization: the new one is fitted to the current picture."""
         canvas = ln.shown().detach()
+        self._check_objective(ln.name, new)
         cls = lookup("param", new.param.name, "param")
         image = cls(new.param.settings, self.bundle.image_size, self.device, self.seed)  # type: ignore[call-arg]
         image.fit(canvas)  # type: ignore[attr-defined]
@@ -297,6 +327,18 @@ class Engine:
         ln.optimizer = optim.build(image.parameters())  # type: ignore[attr-defined]
         with torch.no_grad():
             ln.best = image.image().detach().clone()  # type: ignore[attr-defined]
+
+    def set_units(self, lane: str, units: tuple) -> LaneSpec:
+        """Replace a lane's unit terms (after its other terms); effective from the next step, recorded."""
+        ln = self.lane(lane)
+        old = describe_units(ln.spec)
+        new = with_units(ln.spec, tuple(units))
+        self._apply_spec(ln, new)
+        if describe_units(new) != old:
+            self.changes.append(
+                {"step": self.step_count, "lane": lane, "key": "units", "old": old, "new": describe_units(new)}
+            )
+        return new
 
     # ----------------------------------------------------------------- the step
     def _similarity(self, feats: torch.Tensor, key: str = OWN) -> torch.Tensor:
@@ -366,18 +408,65 @@ class Engine:
                     f"out of memory at step {self.step_count + 1}: lane {wide.name} views halved to {views}"
                 )
 
-    def _forward(self, key: str, chunks: list[torch.Tensor], probe: object) -> torch.Tensor:
-        """One batched forward of every lane's rows on model `key`; returns per-row similarity."""
+    def _forward(
+        self, key: str, chunks: list[torch.Tensor], probe: object, eager: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batched forward of every lane's rows on model `key`: per-row prompt similarity (zeros
+        when the run has no prompt) and the unit-norm embeddings. `eager`: hooks are armed (no
+        compiled graph)."""
         x = torch.cat(chunks)
         bundle = self.models[key]
         if bundle.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        encode = self._encode if key == OWN and probe is None else bundle.model.encode_image
+        encode = self._encode if key == OWN and probe is None and not eager else bundle.model.encode_image
         self.forwards += 1
         with torch.autocast(bundle.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             feats = encode(x)
         feats = F.normalize(feats.float(), dim=-1)
-        return self._similarity(feats, key).to(self.device)
+        if not self.terms:
+            return feats.new_zeros(feats.shape[0]).to(self.device), feats
+        return self._similarity(feats, key).to(self.device), feats
+
+    def _tap(self, lanes: list[Lane], items: list[tuple[int, bool, torch.Tensor]]) -> tuple[Tap, dict[int, slice]]:
+        """Hooks for the own model's forward: each unit lane's rows (its normalized chunk) of the blocks
+        its unit terms name, and where those rows sit in the batch."""
+        wants: dict[int, list] = {}
+        rows: dict[int, slice] = {}
+        start = 0
+        for i, norm, chunk in items:
+            n = chunk.shape[0]
+            if norm and lanes[i].unit_terms():
+                rows[i] = slice(start, start + n)
+                for block in sorted({t.block for t in lanes[i].unit_terms() if t.block >= 0}):  # type: ignore[attr-defined]
+                    wants.setdefault(block, []).append((i, start, start + n))
+            start += n
+        return Tap(self.bundle.model, wants, start), rows
+
+    def _direction(self, settings: Any) -> torch.Tensor:
+        """normalize(sum of the plus texts - sum of the minus texts) on the own model, encoded once."""
+        key = (settings.plus, settings.minus)
+        if key not in self._directions:
+            enc = self.bundle.encode_text(list(key[0] + key[1]))
+            d = enc[: len(key[0])].sum(0) - enc[len(key[0]) :].sum(0)
+            if float(d.norm()) < 1e-6:
+                raise EngineError(f"the direction {'/'.join(key[0] + key[1])!r} is zero on {self.bundle.name}")
+            self._directions[key] = F.normalize(d, dim=0)
+        return self._directions[key]
+
+    def _unit_score(self, t: Term, acts: dict, i: int, feats: torch.Tensor) -> torch.Tensor:
+        """Per-row score of unit term `t` of lane `i` from the captured activations or the embeddings."""
+        if t.block < 0:  # type: ignore[attr-defined]
+            return t.score(None, feats, self._direction(t.settings))  # type: ignore[attr-defined]
+        return t.score(acts[(i, t.block)], None, None)  # type: ignore[attr-defined]
+
+    def unit_scores(self, ln: Lane, pixels: torch.Tensor) -> torch.Tensor:
+        """Per-row score of the lane's first unit term for pixels in [0,1] (its own forward: evaluations)."""
+        t = ln.unit_terms()[0]
+        x = self._model_input(pixels, OWN, True)
+        wants = {t.block: [(0, 0, len(x))]} if t.block >= 0 else {}  # type: ignore[attr-defined]
+        with Tap(self.bundle.model, wants, len(x)) as tap:
+            feats = F.normalize(self.bundle.model.encode_image(x).float(), dim=-1)
+        return self._unit_score(t, tap.acts, 0, feats).to(self.device)
 
     def _step_once(self) -> None:
         lanes = list(self.lanes.values())
@@ -396,6 +485,8 @@ class Engine:
                     pair = (OWN if self.models[m] is self.bundle else m, t.settings.normalize)
                     if pair not in wanted:
                         wanted.append(pair)
+            if (OWN, True) not in wanted and ln.unit_terms():  # units read the own model's normalized rows
+                wanted.append((OWN, True))
             for key, norm in wanted:
                 plan[key].append((i, norm, self._model_input(batch, key, norm)))
         if probe is not None:  # eager forward on probe steps: hooks do not mix with a compiled graph
@@ -407,10 +498,18 @@ class Engine:
                 if x.requires_grad and not x.is_leaf:
                     x.retain_grad()
         sims: dict[tuple[int, str, bool], torch.Tensor] = {}
+        # unit terms: hooks on the blocks they name, armed for the own model's forward only
+        tap, unit_rows = self._tap(lanes, plan[OWN]) if any(ln.unit_terms() for ln in lanes) else (None, {})
+        own_feats = None
         for key, items in plan.items():
             if not items:
                 continue
-            out = self._forward(key, [rows for _, _, rows in items], probe if key == OWN else None)
+            chunks = [rows for _, _, rows in items]
+            if key == OWN and tap is not None:
+                with tap:
+                    out, own_feats = self._forward(key, chunks, probe, eager=True)
+            else:
+                out, _ = self._forward(key, chunks, probe if key == OWN else None)
             start = 0
             for i, norm, rows in items:
                 sims[(i, key, norm)] = out[start : start + rows.shape[0]]
@@ -434,13 +533,20 @@ class Engine:
                 sim_loss = term_loss if sim_loss is None else sim_loss + term_loss
                 if raw is None and (size > n_views or not ln.spec.views.augment):  # the last row is the clean canvas
                     raw = s[-1].detach()
+            for t in ln.unit_terms():
+                assert tap is not None and own_feats is not None
+                s = self._unit_score(t, tap.acts, i, own_feats[unit_rows[i]])
+                term_loss = t.weight * t.loss(s[:n_views])  # type: ignore[attr-defined]
+                sim_loss = term_loss if sim_loss is None else sim_loss + term_loss
+                if raw is None and (size > n_views or not ln.spec.views.augment):  # a lane of units alone
+                    raw = s[-1].detach()
             assert sim_loss is not None
             if raw is not None:
                 ln.last_raw = raw
             lane_loss = sim_loss
             cols = {"tv": zero, "memory": zero}
             for t in ln.terms:
-                if t.similarity or t.weight == 0:
+                if t.similarity or t.unit or t.weight == 0:
                     continue
                 v = t(x, ln.best)
                 lane_loss = lane_loss + t.weight * v
@@ -485,7 +591,9 @@ class Engine:
     # ----------------------------------------------------------------- measurements
     def term_similarity(self, ln: Lane, pixels: torch.Tensor) -> torch.Tensor:
         """Per-row similarity of pixels in [0,1] as the lane's first similarity term measures it (the
-        sum over its models for an ensemble)."""
+        sum over its models for an ensemble); a lane of units alone: its first unit's score."""
+        if not ln.similarity_terms():
+            return self.unit_scores(ln, pixels)
         t = ln.similarity_terms()[0]
         total = None
         for m in t.settings.models or (OWN,):
@@ -514,6 +622,8 @@ class Engine:
         own preprocessing (what anyone re-scoring the exported file would measure)."""
         ln = self.lane(lane)
         img = png_roundtrip(self.shown(lane))
+        if not ln.similarity_terms():
+            return float(self.unit_scores(ln, self.bundle.preprocess_uint8(img)).mean())
         t = ln.similarity_terms()[0]
         total = 0.0
         for m in t.settings.models or (OWN,):
@@ -599,6 +709,20 @@ class Engine:
                     "exp_avg_sq": torch.from_numpy(state[f"opt_exp_avg_sq{sfx}"])[None].to(self.device),
                 }
         self._load_records(ln, state)
+
+    def start_from(self, canvas: np.ndarray) -> dict[str, float]:
+        """Start every lane from a picture instead of noise (`--init`): each parameterization fits
+        itself to `canvas` (3,S,S) in [0,1] at the model's input size, and the best-so-far is that
+        picture. Before the first step only. Returns each lane's fit error (max abs)."""
+        if self.step_count:
+            raise EngineError("a run starts from a picture only before its first step")
+        x = torch.from_numpy(np.ascontiguousarray(canvas, dtype=np.float32))[None].to(self.device)
+        errors = {}
+        for name, ln in self.lanes.items():
+            errors[name] = ln.image.fit(x)
+            with torch.no_grad():
+                ln.best = ln.image.image().detach().clone()
+        return errors
 
     def refit_lane(self, name: str, state: dict[str, np.ndarray]) -> None:
         """Continue a lane made on another model: its picture (resized to this model's input) is fitted

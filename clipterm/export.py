@@ -154,7 +154,8 @@ def export_sheet(session: Path, out: Path, scale: int | None = None) -> list[Pat
     font = _font()
     text_w = width - 2 * MARGIN
     y = MARGIN
-    draw.text((MARGIN, y), _fit(draw, s.prompt, font, text_w), fill=FG, font=font)
+    title = s.prompt or "no prompt: each lane's objective is its units (below)"
+    draw.text((MARGIN, y), _fit(draw, title, font, text_w), fill=FG, font=font)
     model = f"{s.model.get('name', '?')}"
     draw.text(
         (MARGIN, y + LINE),

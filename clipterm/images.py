@@ -1,5 +1,5 @@
 """The one way clipterm reads an image file a user names (judge, score and its --baseline, batch
-judging; any future --init or examples reader goes through here too).
+judging, --init and the session's init.png; any future examples reader goes through here too).
 
 Image files are untrusted: a 69-byte PNG can claim 60000 x 60000 pixels, and a real photo can be
 far larger than any CLIP input (224-448 px). `read_image` therefore

@@ -158,7 +158,7 @@ class LaneSpec:
         views = "+".join(p.name for p in self.transforms) if self.views.augment and self.transforms else "clean"
         if self.views.augment:
             views += f" x{self.views.views}"
-        terms = "+".join(p.name for p in self.terms)
+        terms = "+".join(_term_label(p) for p in self.terms)
         return f"{self.param.name} · {views} · {terms} · {self.optim.name}"
 
     # ------------------------------------------------------------------ tables (TOML, presets, sessions)
@@ -187,6 +187,12 @@ class LaneSpec:
     def arrays(self, size: int) -> dict[str, tuple[int, ...]]:
         """The parameterization's tensors (name -> shape) for a canvas of `size`."""
         return lookup("param", self.param.name, "param").shapes(self.param.settings, size)  # type: ignore[attr-defined]
+
+
+def _term_label(part: PartSpec) -> str:
+    """A term's name in a lane's one-line description; a unit says which ('channel 2:5')."""
+    label = getattr(lookup("term", part.name, "terms"), "label", None)
+    return f"{part.name} {label(part.settings)}" if label is not None else part.name
 
 
 def _part(kind: str, table: object, where: str) -> PartSpec:
@@ -227,8 +233,13 @@ def from_table(table: object, where: str = "lane") -> LaneSpec:
         terms=_part_list("term", data["terms"], f"{where}.terms"),
         optim=_part("optim", data["optim"], f"{where}.optim"),
     )
-    if not spec.similarity_terms():
-        raise ParamError(f"{where}: the objective needs a similarity term (e.g. prompt)")
+    if not any(
+        lookup("term", p.name, "terms").similarity or getattr(lookup("term", p.name, "terms"), "unit", False)
+        for p in spec.terms
+    ):
+        raise ParamError(
+            f"{where}: the objective needs a similarity term (prompt) or a unit (channel, neuron, direction)"
+        )
     return spec
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from clipterm.errors import ClipTermError, SessionError, err
 
 if TYPE_CHECKING:
+    from clipterm.initimage import InitImage
     from clipterm.lanespec import LaneSpec
     from clipterm.recipe import Recipe
     from clipterm.runner import Run
@@ -104,12 +105,22 @@ def _check_flags_apply(lanes: dict[str, LaneSpec], targets: list[str], args: arg
             raise ClipTermError(f"--{flag.replace('_', '-')}: none of the lanes {', '.join(targets)} has that setting")
 
 
-def lane_specs_from_args(args: argparse.Namespace) -> dict[str, LaneSpec]:
+def unit_args(args: argparse.Namespace) -> tuple:
+    """The --unit terms, parsed (a direction's .npy file is read here, before anything is written)."""
+    from clipterm.unitspec import parse_unit
+
+    return tuple(parse_unit(text) for text in getattr(args, "unit", None) or [])
+
+
+def lane_specs_from_args(args: argparse.Namespace, prompt: bool | None = None) -> dict[str, LaneSpec]:
     """Lanes of a new session: the DEFAULT_LANES a, b and c (--lanes picks some of them or none;
     --mode-a/-b/-c their presets), then each --lane added (or replacing a default lane), then the
-    parameter flags on the --apply-to lanes."""
+    parameter flags and the --unit terms on the --apply-to lanes. `prompt`: whether the lanes keep
+    their prompt term beside the units (default: when --prompt is given; without it the units replace
+    the prompt term, an objective of units alone)."""
     from clipterm.lanespec import MAX_LANES, apply_pairs
     from clipterm.presets import preset
+    from clipterm.unitspec import has_prompt_term, with_units
 
     lanes: dict[str, LaneSpec] = {}
     letters = "" if args.lanes == "none" else (args.lanes or "".join(DEFAULT_LANES))
@@ -126,7 +137,19 @@ def lane_specs_from_args(args: argparse.Namespace) -> dict[str, LaneSpec]:
         raise ClipTermError(f"a run has at most {MAX_LANES} lanes, got {len(lanes)}")
     targets = apply_to(args, list(lanes))
     _check_flags_apply(lanes, targets, args)
-    return {n: _with_flags(s, args) if n in targets else s for n, s in lanes.items()}
+    out = {n: _with_flags(s, args) if n in targets else s for n, s in lanes.items()}
+    units = unit_args(args)
+    if units:
+        if prompt is None:
+            prompt = getattr(args, "prompt", None) is not None
+        out = {n: with_units(s, units, prompt) if n in targets else s for n, s in out.items()}
+        left = [n for n, s in out.items() if not prompt and has_prompt_term(s)]
+        if left:
+            raise ClipTermError(
+                f"lane {left[0]} keeps its prompt term but there is no --prompt: give --prompt, or --unit to "
+                f"every lane (--apply-to)"
+            )
+    return out
 
 
 def open_run(args: argparse.Namespace, path: Path, log: Callable[[str], None] = err) -> Run:
@@ -214,16 +237,19 @@ def _asked_model(recipe: Recipe, args: argparse.Namespace) -> tuple[str, str]:
     return model, pretrained
 
 
-def _recipe_from_flags(args: argparse.Namespace, path: Path) -> Recipe:
+def _recipe_from_flags(args: argparse.Namespace, path: Path, init: InitImage | None) -> Recipe:
     """What a new session's flags ask for, every flag checked (nothing is written before this passes)."""
     from clipterm.prompts import parse_prompt
     from clipterm.recipe import Recipe
 
-    if args.prompt is None:
-        raise ClipTermError("--prompt is required for a new session")
-    parse_prompt(args.prompt)
+    if args.prompt is None and not getattr(args, "unit", None):
+        raise ClipTermError("--prompt is required for a new session (or a --unit: an objective of units alone)")
+    if args.prompt is not None:
+        parse_prompt(args.prompt)
     return Recipe(
-        prompt=args.prompt,
+        init_source=init.source if init else "",
+        init_sha256=init.digest if init else "",
+        prompt=args.prompt or "",
         seed=args.seed or 0,
         lanes=lane_specs_from_args(args),
         model=_model_as_asked(args.model),
@@ -237,7 +263,9 @@ def _check_recipe_flags(found: Recipe, args: argparse.Namespace, path: Path) -> 
     """Flags given when a recipe is resumed: checked as on a session at step 0 (seed and lanes fixed,
     other settings recorded as changes), and a model other than the recipe's needs --retarget."""
     from clipterm import session as sess
+    from clipterm.initimage import CHANGE_KEY
 
+    started = f"{found.init_source} sha256:{found.init_sha256}"
     at_zero = sess.Session(
         path=path,
         prompt=found.prompt,
@@ -246,6 +274,7 @@ def _check_recipe_flags(found: Recipe, args: argparse.Namespace, path: Path) -> 
         lanes=dict(found.lanes),
         steps=0,
         arrays={},
+        changes=[{"step": 0, "lane": "*", "key": CHANGE_KEY, "new": started}] if found.init_sha256 else [],
     )
     _check_resume_flags(at_zero, args)
     asked = _asked_model(found, args)
@@ -265,12 +294,18 @@ def _create(args: argparse.Namespace, path: Path, log: Callable[[str], None]) ->
     fails here (a model that does not load...) removes what it wrote, so a refused command leaves
     nothing behind.
     """
+    from clipterm import initimage
     from clipterm import recipe as rc
     from clipterm import session as sess
 
     rc.check_new_session_dir(path)  # everything is checked before anything is written
     found = rc.read(path)
-    wanted = _recipe_from_flags(args, path) if found is None else None
+    init: InitImage | None = None
+    if found is not None and found.init_sha256:  # the session's copy, checked before anything is touched
+        init = initimage.load(path, found.init_sha256, found.init_source)
+    elif found is None and getattr(args, "init", None) is not None:
+        init = initimage.prepare(args.init)  # its pixels are the copy's: PNG keeps them exactly
+    wanted = _recipe_from_flags(args, path, init) if found is None else None
     if found is not None:
         _check_recipe_flags(found, args, path)
     made_dir = not os.path.lexists(path)
@@ -284,16 +319,19 @@ def _create(args: argparse.Namespace, path: Path, log: Callable[[str], None]) ->
         if again != found:
             raise SessionError(f"{path}: its recipe changed meanwhile; run again to resume it")
         if wanted is not None:
+            wrote = True  # from here a failure removes what this start-up wrote, init.png included
+            rc.remove(path, init=True)  # a crashed start-up's leftovers (check_new_session_dir allowed them)
+            if init is not None:
+                rc.write_init(path, init)  # before the recipe that names it
             rc.write(path, wanted)
-            wrote = True
         recipe = wanted or found
         assert recipe is not None
         if found is not None:
             log(f"starting {path} from its recipe (a start-up that did not finish)")
-        run = _create_from(recipe, args, path, lock, log)
+        run = _create_from(recipe, init, args, path, lock, log)
     except BaseException:
         if wrote:
-            rc.remove(path)
+            rc.remove(path, init=True)
         if made_lock:  # unlinked while still held, so no other process can have taken this lock file
             with contextlib.suppress(OSError):
                 os.unlink(path / sess.LOCK)
@@ -311,14 +349,22 @@ def _create(args: argparse.Namespace, path: Path, log: Callable[[str], None]) ->
         raise
     for w in run.engine.warnings:
         log(f"warning: {w}")
+    for lane, error in run.init_fit.items():
+        log(f"lane {lane}: init from {recipe.init_source}, fit error {error:.4f} (max abs)")
     log(f"new session {path} on {run.engine.bundle.name} ({run.engine.bundle.device}), lanes {','.join(recipe.lanes)}")
     return run
 
 
 def _create_from(
-    recipe: Recipe, args: argparse.Namespace, path: Path, lock: SessionLock, log: Callable[[str], None]
+    recipe: Recipe,
+    init: InitImage | None,
+    args: argparse.Namespace,
+    path: Path,
+    lock: SessionLock,
+    log: Callable[[str], None],
 ) -> Run:
-    """Load the recipe's model (or, with --retarget, the flags') and make the session at step 0."""
+    """Load the recipe's model (or, with --retarget, the flags') and make the session at step 0, its
+    lanes fitted to `init` when it starts from a picture."""
     from clipterm.models import load_default, load_model
     from clipterm.runner import Autosave, Run
 
@@ -340,6 +386,7 @@ def _create_from(
         autosave=Autosave(args.autosave_steps, args.autosave_seconds),
         lock=lock,
         created=recipe.created,
+        init=init,
     )
 
 
@@ -347,12 +394,13 @@ def _resume_specs(lanes: dict[str, LaneSpec], args: argparse.Namespace) -> dict[
     """What the resume flags make of a session's lanes: presets (--mode-*, --lane), then key edits."""
     from clipterm.lanespec import apply_pairs
     from clipterm.presets import preset
+    from clipterm.unitspec import carry_objective
 
     out = dict(lanes)
     for name in out:
         mode = getattr(args, f"mode_{name}", None)
         if mode and mode != out[name].preset:
-            out[name] = preset(mode)
+            out[name] = carry_objective(out[name], preset(mode))
     for text in getattr(args, "lane", None) or []:
         name, base, pairs = parse_lane_arg(text)
         if name not in out:
@@ -360,7 +408,7 @@ def _resume_specs(lanes: dict[str, LaneSpec], args: argparse.Namespace) -> dict[
                 f"--lane {name}=...: the session has no lane {name!r} (lanes: {', '.join(out)}); "
                 f"a session's lanes are fixed when it is made"
             )
-        spec = preset(base) if base != out[name].preset else out[name]
+        spec = carry_objective(out[name], preset(base)) if base != out[name].preset else out[name]
         out[name] = apply_pairs(spec, pairs)
     targets = apply_to(args, list(out))
     _check_flags_apply(out, targets, args)
@@ -392,6 +440,14 @@ def _check_resume_flags(s: Session, args: argparse.Namespace) -> None:
         )
     if args.prompt is not None:
         parse_prompt(args.prompt)
+        if args.prompt != s.prompt and not any(spec.similarity_terms() for spec in s.lanes.values()):
+            raise SessionError(f"{s.path}: --prompt: no lane has a prompt term (their objectives are units alone)")
+    if unit_args(args):
+        apply_to(args, list(s.lanes))
+    if getattr(args, "init", None) is not None:
+        from clipterm import initimage
+
+        initimage.check_same(s.path, s.changes, initimage.prepare(args.init))
     from clipterm.presets import preset
 
     wanted = _resume_specs(dict(s.lanes), args)
@@ -432,6 +488,13 @@ def apply_resume_flags(run: Run, args: argparse.Namespace) -> None:
         for key, _, _ in live.live_keys():
             if live.value(key) != spec.value(key):
                 e.set_param(name, key, spec.value(key))
+    units = unit_args(args)
+    if units:
+        from clipterm.unitspec import units_of
+
+        for name in apply_to(args, list(e.lanes)):
+            if units_of(e.lanes[name].spec) != units:
+                e.set_units(name, units)
     if args.eval_every is not None and args.eval_every != e.eval_every:
         e.changes.append(
             {"step": e.step_count, "lane": "*", "key": "eval_every", "old": e.eval_every, "new": args.eval_every}
@@ -455,9 +518,16 @@ class Progress:
     """
 
     def __init__(
-        self, total: int, start: int, quiet: bool, stream: TextIO | None = None, tty: bool | None = None
+        self,
+        total: int,
+        start: int,
+        quiet: bool,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        noun: str = "step",
     ) -> None:
         self.total, self.start, self.quiet = total, start, quiet
+        self.noun = noun  # what is counted: steps of a run, images of `clipterm examples`
         self.stream = stream  # None: sys.stderr as it is at each write
         self.tty = (stream or sys.stderr).isatty() if tty is None else tty
         self.t0 = time.monotonic()
@@ -479,7 +549,8 @@ class Progress:
             return
         if step >= self.next_mark or step >= self.total:
             rate = (step - self.start) / max(1e-9, time.monotonic() - self.t0)
-            (self.stream or sys.stderr).write(f"step {step}/{self.total}  {rate:.1f} steps/s  {sim}\n")
+            line = f"{self.noun} {step}/{self.total}  {rate:.1f} {self.noun}s/s  {sim}".rstrip()
+            (self.stream or sys.stderr).write(line + "\n")
             self.next_mark = step + max(1, self.total // 10)
 
     def _update_rich(self, step: int, sim: str) -> None:
@@ -511,12 +582,14 @@ class Progress:
         from rich.progress import Progress as RichProgress
         from rich.text import Text
 
+        noun = self.noun
+
         class RateColumn(ProgressColumn):  # here, not at the top: Rich is imported only for a terminal
-            """Steps per second over Rich's recent samples."""
+            """Steps (or images) per second over Rich's recent samples."""
 
             def render(self, task: Any) -> Text:
                 speed = task.speed
-                return Text(f"{speed:6.1f} steps/s" if speed else "     ? steps/s", style="progress.data.speed")
+                return Text(f"{speed:6.1f} {noun}s/s" if speed else f"     ? {noun}s/s", style="progress.data.speed")
 
         if self.stream is None:
             console = Console(stderr=True)

@@ -59,6 +59,12 @@ def parse_prompt(prompt: str) -> list[PromptTerm]:
     return terms
 
 
+def main_term(prompt: str) -> str:
+    """The text of the prompt's heaviest term (the first of equals): what a judge ranks for a prompt
+    of several weighted terms."""
+    return max(parse_prompt(prompt), key=lambda t: t.weight).text
+
+
 def slugify(text: str, max_len: int = SLUG_MAX, fallback: str = "prompt") -> str:
     """A directory name for a prompt: lowercase ASCII words joined by '-' (`fallback` if nothing is left).
 

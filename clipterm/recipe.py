@@ -7,6 +7,10 @@ directory, under the session's lock, before it loads anything; a run that finds 
 creates the session from it. The first full save (session.toml) supersedes the recipe, which is
 then removed. docs/SESSION_FORMAT.md specifies the file.
 
+A session started from a picture (`--init`) has its square copy, `init.png`, written before the
+recipe that names it (by the sha256 of its pixels): the recipe alone then says everything, and a
+resume never needs the original file. init.png stays in the session afterwards, as its record.
+
 This module is torch-free: it runs before torch is imported.
 """
 
@@ -23,6 +27,7 @@ import tomli_w
 from clipterm import __version__
 from clipterm import session as sess
 from clipterm.errors import SessionError
+from clipterm.initimage import INIT_FILE, InitImage
 from clipterm.lanespec import MAX_LANES, LaneSpec, check_lane_name, from_table
 from clipterm.parts.base import ParamError
 from clipterm.session.npy import one_line, read_regular
@@ -31,6 +36,8 @@ from clipterm.text import first_control
 RECIPE = "recipe.toml"
 RECIPE_TMP = ".recipe.toml.tmp"  # the recipe being written; renamed to RECIPE once it is on disk
 RECIPE_VERSION = 1
+RECIPE_VERSION_INIT = 2  # a recipe with [init]: an older clipterm, which would start from noise, refuses it
+INIT_TMP = ".init.png.tmp"
 MAX_RECIPE_BYTES = 1 << 20
 
 
@@ -46,6 +53,8 @@ class Recipe:
     eval_every: int = 50
     frame_every: int = 10
     created: str = field(default_factory=sess.now)
+    init_source: str = ""  # --init as given (escaped), "" when the session starts from noise
+    init_sha256: str = ""  # sha256 of init.png's pixels (InitImage.digest)
 
 
 def has_recipe(path: Path) -> bool:
@@ -55,7 +64,7 @@ def has_recipe(path: Path) -> bool:
 
 def render(r: Recipe) -> bytes:
     doc = {
-        "recipe_version": RECIPE_VERSION,
+        "recipe_version": RECIPE_VERSION_INIT if r.init_sha256 else RECIPE_VERSION,
         "format_version": sess.FORMAT_VERSION,
         "clipterm_version": __version__,
         "created": r.created,
@@ -67,6 +76,8 @@ def render(r: Recipe) -> bytes:
         "model": {"name": r.model, "pretrained": r.pretrained},
         "lanes": {name: spec.to_table() for name, spec in r.lanes.items()},
     }
+    if r.init_sha256:
+        doc["init"] = {"source": r.init_source, "sha256": r.init_sha256}
     return tomli_w.dumps(doc).encode()
 
 
@@ -76,9 +87,16 @@ def write(path: Path, r: Recipe) -> None:
     A kill at any moment leaves either no recipe or a complete one (and at most a stale temporary
     file, which check_new_session_dir accepts and the next write replaces).
     """
-    path = Path(path)
-    tmp = path / RECIPE_TMP
-    data = render(r)
+    _write_atomic(Path(path), RECIPE, RECIPE_TMP, render(r), "the session's recipe")
+
+
+def write_init(path: Path, img: InitImage) -> None:
+    """The picture a new session starts from, as init.png, atomically (before the recipe names it)."""
+    _write_atomic(Path(path), INIT_FILE, INIT_TMP, img.png(), "the session's starting picture")
+
+
+def _write_atomic(path: Path, name: str, tmp_name: str, data: bytes, what: str) -> None:
+    tmp = path / tmp_name
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -88,16 +106,17 @@ def write(path: Path, r: Recipe) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path / RECIPE)
+        os.replace(tmp, path / name)
         _fsync_dir(path)
     except OSError as e:
-        raise SessionError(f"{e.filename or path}: cannot write the session's recipe ({e.strerror})") from None
+        raise SessionError(f"{e.filename or path}: cannot write {what} ({e.strerror})") from None
 
 
-def remove(path: Path) -> None:
-    """Drop the recipe (and a stale temporary one) once session.toml holds everything it said."""
+def remove(path: Path, init: bool = False) -> None:
+    """Drop the recipe (and a stale temporary one) once session.toml holds everything it said;
+    init=True: init.png too (a start-up that failed removes what it wrote)."""
     removed = False
-    for name in (RECIPE, RECIPE_TMP):
+    for name in (RECIPE, RECIPE_TMP, INIT_TMP) + ((INIT_FILE,) if init else ()):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(Path(path) / name)
             removed = True
@@ -130,8 +149,9 @@ def read(path: Path) -> Recipe | None:
     except UnicodeDecodeError:
         raise SessionError(f"{where}: not UTF-8 text") from None
     version = sess.require(doc, "recipe_version", int, where)
-    if version != RECIPE_VERSION:
-        raise SessionError(f"{where}: recipe_version {version} is not one this clipterm reads ({RECIPE_VERSION})")
+    if version not in (RECIPE_VERSION, RECIPE_VERSION_INIT):
+        known = f"{RECIPE_VERSION} or {RECIPE_VERSION_INIT}"
+        raise SessionError(f"{where}: recipe_version {version} is not one this clipterm reads ({known})")
     prompt = _text(doc, "prompt", where)  # no control characters, then the session's own rules
     prompt, seed, steps, eval_every, frame_every = sess.check_run_fields(doc, where)
     if steps != 0:
@@ -147,6 +167,8 @@ def read(path: Path) -> Recipe | None:
             lanes[check_lane_name(lane)] = from_table(table, f"lane {lane}")
         except ParamError as e:
             raise SessionError(f"{where}: [lanes] {one_line(e)}") from None
+    init_source, init_sha256 = _init(doc, version, where)
+    sess.check_prompt_lanes(prompt, lanes, where)
     return Recipe(
         prompt=prompt,
         seed=seed,
@@ -156,7 +178,25 @@ def read(path: Path) -> Recipe | None:
         eval_every=eval_every,
         frame_every=frame_every,
         created=_text(doc, "created", where),
+        init_source=init_source,
+        init_sha256=init_sha256,
     )
+
+
+def _init(doc: dict, version: int, where: str) -> tuple[str, str]:
+    """The [init] table (source, sha256): present exactly in a version-2 recipe."""
+    if "init" not in doc:
+        if version == RECIPE_VERSION_INIT:
+            raise SessionError(f"{where}: recipe_version {version} needs an [init] table")
+        return "", ""
+    if version != RECIPE_VERSION_INIT:
+        raise SessionError(f"{where}: [init] needs recipe_version {RECIPE_VERSION_INIT}")
+    table = sess.require(doc, "init", dict, where)
+    source = _text(table, "source", f"{where} [init]")  # type: ignore[arg-type]
+    digest = _text(table, "sha256", f"{where} [init]")  # type: ignore[arg-type]
+    if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
+        raise SessionError(f"{where} [init]: 'sha256' must be 64 lowercase hex digits")
+    return source, digest
 
 
 def _text(doc: dict, key: str, where: str) -> str:
@@ -170,9 +210,9 @@ def _text(doc: dict, key: str, where: str) -> str:
 
 def check_new_session_dir(path: Path) -> None:
     """A new session goes into a missing or empty directory, or one a crash left during creation
-    (only .lock, an incomplete .pending/, a recipe and its temporary file); anything else is the
-    user's and is left alone. (`read` then refuses a recipe that is not a regular file; `write`
-    unlinks a temporary one, never writing through it.)"""
+    (only .lock, an incomplete .pending/, a recipe, init.png beside the lock or a recipe, and their
+    temporary files); anything else is the user's and is left alone. (`read` then refuses a recipe
+    that is not a regular file; `write` unlinks a temporary one, never writing through it.)"""
     if path.is_symlink():
         raise SessionError(f"{path}: is a symlink; give the real directory for a new session")
     if not path.exists():
@@ -182,7 +222,9 @@ def check_new_session_dir(path: Path) -> None:
     names = {p.name for p in path.iterdir()}
     pending = path / sess.PENDING
     leftovers_ok = (
-        names <= {sess.LOCK, sess.PENDING, RECIPE, RECIPE_TMP}
+        names <= {sess.LOCK, sess.PENDING, RECIPE, RECIPE_TMP, INIT_FILE, INIT_TMP}
+        # init.png is written under the lock, so a crash leaves it beside .lock; alone it is the user's
+        and (INIT_FILE not in names or bool(names & {sess.LOCK, RECIPE}))
         and (sess.LOCK not in names or sess.is_regular_file(path / sess.LOCK))
         and (sess.PENDING not in names or pending.is_dir() and not pending.is_symlink())
     )

@@ -17,6 +17,7 @@ from clipterm import recipe
 from clipterm import session as sess
 from clipterm.engine import Engine
 from clipterm.errors import ClipTermError, SessionError
+from clipterm.initimage import INIT_FILE, InitImage
 from clipterm.lanespec import LaneSpec
 from clipterm.models import BUNDLED, ModelBundle, load_model
 from clipterm.parts.base import ParamError
@@ -125,6 +126,7 @@ class Run:
         self.saved_changes = 0
         self.last_save_time = time.monotonic()
         self.lock = sess.SessionLock(self.path)
+        self.init_fit: dict[str, float] = {}  # lane -> fit error, for a new session started from a picture
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -140,10 +142,13 @@ class Run:
         autosave: Autosave | None = None,
         lock: sess.SessionLock | None = None,
         created: str | None = None,
+        init: InitImage | None = None,
     ) -> Run:
         """A new session at `path`, saved at step 0. `lock`: the session's lock, already taken (open_run
         takes it before writing the recipe; it stays held if this fails); else it is taken here. The
-        first save removes a recipe."""
+        first save removes a recipe. `init`: a picture every lane starts from instead of noise (its
+        copy is written as init.png unless the recipe's start-up wrote it; the fit errors land in
+        `init_fit`, the picture's sha256 in the change history)."""
         path = Path(path)
         if lock is None:
             recipe.check_new_session_dir(path)
@@ -156,6 +161,11 @@ class Run:
         try:
             if sess.is_session(path):  # another process created it while we were loading the model
                 raise SessionError(f"{path}: a session was created here meanwhile; run again to resume it")
+            if init is not None:
+                run.init_fit = engine.start_from(init.canvas(bundle.image_size))
+                engine.changes.append(init.change())
+                if not (path / INIT_FILE).exists():
+                    recipe.write_init(path, init)
             run._capture()
             run.save()
         except BaseException:

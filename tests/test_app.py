@@ -839,6 +839,69 @@ async def test_judge_scores_are_shown(tmp_path, monkeypatch, shapes_a, shapes_c)
         close(app)
 
 
+async def test_judge_line_ranks_among_the_chosen_labels(tmp_path, monkeypatch, shapes_a, shapes_b):
+    """`--judge shapes-b --labels FILE`: the Similarity pane's judge line counts the file's labels plus the
+    prompt (not one of them), and the log names the labels."""
+    import clipterm.models
+
+    monkeypatch.setattr(
+        clipterm.models,
+        "load_model",
+        lambda name, pretrained=None, device="auto": shapes_b if name == "shapes-b" else shapes_a,
+    )
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a blue square on a white background\na green circle\n")
+    argv = [str(tmp_path / "s"), "--model", "shapes-a", "--device", "cpu", "--paused", "--render", "halfcell"]
+    app = build_app(build_app_parser().parse_args([*argv, "--judge", "shapes-b", "--labels", str(labels)]))
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            for lane in app.lanes:
+                j = app.snapshot.lanes[lane].judge
+                assert j is not None and j.judge == "shapes-b" and 1 <= j.rank <= j.of == 3
+                assert f"judge shapes-b #{j.rank}/3" in str(app.query_one(f"#numbers-{lane}").render())
+            assert "judge: shapes-b ranks the 2 labels of" in log_text(app)
+    finally:
+        close(app)
+
+
+async def test_app_starts_a_new_session_from_a_picture(tmp_path, monkeypatch):
+    """`clipterm --init PHOTO`: the app's lanes start from the picture; the log gives each lane's fit error."""
+    from PIL import Image
+
+    from clipterm import shapes
+
+    monkeypatch.chdir(tmp_path)  # a short name: the log pane wraps long lines
+    photo = Path("red.png")
+    Image.fromarray(shapes.render("red", "circle", "black", 15, 30, 30)).save(photo)
+    app = make_app(Path("s"), "--init", str(photo), "--prompt", "a blue square on a white background")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            for lane in ("a", "b"):
+                assert f"lane {lane}: init from {photo}, fit error 0.0000 (max abs)" in log_text(app)
+                shown = app.run_.engine.shown(lane)
+                assert np.abs(shown - np.asarray(Image.open(photo), np.float32).transpose(2, 0, 1) / 255).max() < 1e-6
+    finally:
+        close(app)
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--judge", "NoSuchNet-7"], "unknown model"),
+        (["--judge", "shapes-c", "--labels", "EMPTY"], "has no labels"),
+        (["--judge", "shapes-c", "--labels", "nonsense"], "not 'shapes', 'imagenet'"),
+    ],
+)
+def test_app_refuses_a_bad_judge_before_the_session_exists(tmp_path, capsys, flags, needle):
+    (tmp_path / "empty.txt").write_text("\n# no labels\n")
+    flags = [str(tmp_path / "empty.txt") if f == "EMPTY" else f for f in flags]
+    s = tmp_path / "s"
+    code, _, err = cli(capsys, s, "--model", "shapes-a", "--device", "cpu", "--prompt", "a red circle", *flags)
+    assert code == 2 and [needle in line for line in err.strip().splitlines()] == [True] and not s.exists(), err
+
+
 async def test_keys_typed_in_a_burst_follow_the_focus(tmp_path):
     """'p' moves the focus before the next key is routed: a burst 'p','q','t' types "qt", it does not quit."""
     from textual import events

@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from clipterm.engine import Engine
 from clipterm.lanespec import LaneSpec, from_table
 from clipterm.parts.base import REGISTRY, ParamError, lookup
+from clipterm.parts.image import logit
 from clipterm.parts.view_cutouts import CutoutSettings, sample_cutouts
 from clipterm.presets import preset
 
@@ -42,6 +44,33 @@ def test_every_parameterization_fits_a_canvas(kind):
     err = p.fit(canvas)
     assert err < 1e-4
     assert torch.allclose(p.image().detach(), canvas, atol=1e-4)
+
+
+def test_pyramid_fit_puts_coarse_content_in_coarse_levels():
+    """Fitting a picture (--init, a preset flip, a retarget) fills the pyramid coarse to fine by least
+    squares: a flat picture is all level 1, a left/right split mostly level 2, and the sum is exact."""
+    flat = make("pyramid")
+    assert flat.fit(torch.full((1, 3, 64, 64), 0.8)) < 1e-5
+    level1 = flat.tensors["level1"]
+    assert torch.allclose(level1, torch.full_like(level1, float(np.log(0.8 / 0.2))), atol=1e-5)
+    assert all(float(t.detach().abs().max()) < 1e-5 for k, t in flat.tensors.items() if k != "level1")
+
+    split = torch.full((1, 3, 64, 64), 0.1)
+    split[..., 32:] = 0.9
+    yy, xx = np.mgrid[:64, :64]
+    split[0, 0][torch.from_numpy((yy - 30) ** 2 + (xx - 20) ** 2 < 100)] = 0.8  # a red disc for the fine levels
+    p = make("pyramid")
+    assert p.fit(split) < 1e-4
+    energy = {k: float(t.detach().norm()) for k, t in p.tensors.items()}
+    # all of it in the finest level would be the whole logit picture's norm; here a small part is
+    assert energy["level64"] < 0.25 * float(logit(split).norm())
+    assert energy["level2"] > energy["level1"]  # the left/right split lives at 2 px, not in the mean
+    # a finest level below the canvas cannot be exact; least squares beats the old area average there
+    capped = make("pyramid", finest=16)
+    err = capped.fit(split)
+    assert 0 < err < 1
+    area = torch.sigmoid(F.interpolate(F.adaptive_avg_pool2d(logit(split), 16), size=(64, 64), mode="bilinear"))
+    assert float((capped.image().detach() - split).norm()) < float((area - split).norm())
 
 
 def test_fourier_without_decay_or_decorrelation_is_an_invertible_change_of_variables():

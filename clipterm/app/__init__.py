@@ -57,16 +57,18 @@ def build_app(args: argparse.Namespace, log_stream=None):
     from clipterm.app.controller import read_ui_state
     from clipterm.app.ui import ClipTermApp
     from clipterm.errors import ClipTermError
+    from clipterm.judge import judge_from_flags
     from clipterm.launch import open_run
     from clipterm.recipe import has_recipe
 
     if args.fps is None or not 0 < args.fps <= 60:
         raise ClipTermError("--fps must be within (0, 60]")
     path = args.session
+    units = getattr(args, "unit", None)  # with units and no prompt, the objective is the units alone
     if path is None:
-        path = new_session_path(args.prompt or DEFAULT_PROMPT)
+        path = new_session_path(args.prompt or ("units " + " ".join(units) if units else DEFAULT_PROMPT))
     resuming = path.exists() and (sess.is_session(path) or has_recipe(path))  # a start-up killed early
-    if not resuming and args.prompt is None:
+    if not resuming and args.prompt is None and not units:
         args.prompt = DEFAULT_PROMPT
     image_cls = image_class(args.render)
     lines: list[str] = []
@@ -92,12 +94,13 @@ def build_app(args: argparse.Namespace, log_stream=None):
         log_stream.write(f"clipterm: opening {printable(str(path))} …")
         log_stream.flush()
     try:
+        # the judge loads first: a bad --judge or --labels is refused before the session is touched
+        judge = judge_from_flags(args.judge, args.labels, args.device)
         run = open_run(args, path, log=log)
     finally:
         clear_status()
     try:
         ui_state = read_ui_state(path) if resuming else {}
-        judge = None if args.judge == "none" else args.judge
         return ClipTermApp(
             run,
             image_cls=image_cls,

@@ -30,11 +30,14 @@ from textual.message import Message
 from clipterm import session as sess
 from clipterm.engine import EngineError
 from clipterm.errors import ClipTermError, SessionError
+from clipterm.judge import Judge
 from clipterm.lanespec import LANE_NAME, LaneSpec
 from clipterm.outputs import write_file
 from clipterm.probes import STAT_COLUMNS, layer_rows
+from clipterm.prompts import main_term
 from clipterm.runner import Run
 from clipterm.session.npy import read_regular
+from clipterm.unitspec import describe_units, parse_units
 
 SPARK_POINTS = 240
 LAYER_TREND = 12  # probe records behind each row's trend in the Layers view
@@ -192,6 +195,14 @@ class SetPrompt(Command):
 
 
 @dataclass(frozen=True)
+class SetUnits(Command):
+    """A lane's unit terms, as text in the --unit syntax joined by ';' (the units dialog, key u)."""
+
+    lane: str
+    text: str
+
+
+@dataclass(frozen=True)
 class SetParam(Command):
     """A live parameter of one lane; `value` as typed, validated by the engine."""
 
@@ -270,7 +281,7 @@ class Controller:
         *,
         fps: float = 4.0,
         paused: bool = False,
-        judge: str | None = "shapes-b",
+        judge: Judge | None = None,
         preview_size: int = PREVIEW_SIZE,
     ) -> None:
         self.run = run
@@ -278,7 +289,6 @@ class Controller:
         self.interval = 1.0 / fps if fps > 0 else 0.25
         self.running = not paused
         self.failed = False
-        self.judge_name = judge
         self.preview_size = preview_size
         self.commands: queue.Queue[Command] = queue.Queue()
         self.stopping = threading.Event()
@@ -286,7 +296,7 @@ class Controller:
         self.view = {"lane": "a", "split": False}  # set by the UI; plain assignment is atomic
         self.layers = False  # the Layers view is shown: snapshots carry the newest probe rows
         self.cancelled: Callable[[], bool] = lambda: False
-        self._judge = None
+        self._judge = judge  # loaded by the caller (a bad --judge is refused before the session opens)
         self._judged: dict[str, tuple[int, str]] = {}
         self._verdicts: dict[str, object] = {}
         self._rate = _Rate()
@@ -404,6 +414,7 @@ class Controller:
             ShowLayers: self._cmd_show_layers,
             Save: self._cmd_save,
             SetPrompt: self._cmd_set_prompt,
+            SetUnits: self._cmd_set_units,
             SetParam: self._cmd_set_param,
             SetPreset: self._cmd_set_preset,
             FlipPreset: self._cmd_flip_preset,
@@ -533,6 +544,11 @@ class Controller:
         self._judged.clear()
         self._refresh_judge()
 
+    def _cmd_set_units(self, cmd: SetUnits) -> None:
+        old = describe_units(self.run.engine.lane(cmd.lane).spec) or "none"
+        new = describe_units(self.run.engine.set_units(cmd.lane, parse_units(cmd.text))) or "none"
+        self.log(f"lane {cmd.lane.upper()}: units {old} → {new}")
+
     def _cmd_set_param(self, cmd: SetParam) -> None:
         lane, key = cmd.lane, cmd.key
         old = self.run.engine.lane(lane).spec.value(key)
@@ -581,30 +597,29 @@ class Controller:
 
     # ------------------------------------------------------------------ judge and snapshots
     def _load_judge(self) -> None:
-        if not self.judge_name or self.judge_name == "none":
+        """The judge's label embeddings, computed here in the worker (ImageNet's take a while on a CPU)."""
+        if self._judge is None:
             return
         try:
-            from clipterm.judge import Judge
-            from clipterm.models import load_model
-
-            self._judge = Judge(load_model(self.judge_name, device=str(self.run.engine.device)))
-            self.log(f"judge: {self.judge_name} ranks the 24 base captions and the prompt")
+            self._judge.label_embeddings()
+            self.log(f"judge: {self._judge.describe()}")
         except Exception as e:
-            self.log(f"judge {self.judge_name} unavailable: {e}", "warning")
+            self.log(f"judge {self._judge.name} unavailable: {e}", "warning")
+            self._judge = None
 
     def _refresh_judge(self, force: bool = False) -> None:
         """Ask the independent model how it ranks the prompt for each lane's canvas (at each eval)."""
         if self._judge is None:
             return
         e = self.run.engine
-        prompt = next((t.text for t in e.terms if t.weight > 0), e.prompt)
+        prompt = main_term(e.prompt)
         for name in e.lanes:
             key = (self.run.steps, prompt)
             if not force and self._judged.get(name) == key:
                 continue
             v = self._judge.rank_canvas(e.shown(name), prompt)
             self._verdicts[name] = JudgeView(
-                self.judge_name, int(v.prompt_rank or 0), len(v.captions), float(v.prompt_score or 0.0), v.top
+                self._judge.name, int(v.prompt_rank or 0), len(v.captions), float(v.prompt_score or 0.0), v.top
             )
             self._judged[name] = key
 

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from textual import events
@@ -37,14 +38,19 @@ from clipterm.app.controller import (
     SetPreset,
     SetPrompt,
     SetTheme,
+    SetUnits,
     ShowLayers,
     Snapshot,
     SnapshotReady,
     Step,
     WorkerStopped,
 )
+from clipterm.app.objective import UnitsScreen
 from clipterm.app.paramtable import ParamTable
 from clipterm.app.themes import DEFAULT_THEME, discover_themes
+
+if TYPE_CHECKING:
+    from clipterm.judge import Judge
 from clipterm.app.widgets import (
     FieldInput,
     FrameView,
@@ -61,6 +67,7 @@ from clipterm.lanespec import MAX_LANES
 from clipterm.presets import available
 from clipterm.prompts import parse_prompt
 from clipterm.runner import Run
+from clipterm.unitspec import describe_units
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,13 @@ KEYS: tuple[Key, ...] = (  # footer order: the most needed first (a narrow foote
     Key("full_stop", "step_once", "Step", "advance one step (while paused)", display="."),
     Key("p", "focus_prompt", "Prompt", "edit the prompt (enter applies it, esc leaves the field)"),
     Key("l", "toggle_layers", "Layers", "show or hide the Layers pane (the active lane's layer probes)"),
+    Key(
+        "u",
+        "edit_units",
+        "Units",
+        "edit the active lane's units; pick a block (as Layers numbers them) and channel",
+        show=False,
+    ),
     Key("ctrl+c", "quit", "Quit", "save and quit (also on SIGHUP/SIGTERM)", show=False, priority=True),
 ) + tuple(
     Key(
@@ -169,7 +183,7 @@ class ClipTermApp(App[int]):
         image_cls: type[Widget],
         fps: float = 4.0,
         paused: bool = False,
-        judge: str | None = "shapes-b",
+        judge: Judge | None = None,
         startup_log: Iterable[str] = (),
         ui_state: dict | None = None,
     ) -> None:
@@ -538,6 +552,17 @@ class ClipTermApp(App[int]):
 
     def action_focus_prompt(self) -> None:
         self.query_one(PromptPane).focus_input()
+
+    def action_edit_units(self) -> None:
+        """The units dialog for the active lane; what it returns goes to the worker (which checks ranges)."""
+        lane, spec = self.active, self._params()
+        if spec is None:
+            return
+        blocks = self.run_.engine.probe.names[1:] if self.run_.engine.probe is not None else []
+        self.push_screen(
+            UnitsScreen(lane, describe_units(spec), blocks),
+            lambda text: None if text is None else self.controller.submit(SetUnits(lane, text)),
+        )
 
     def action_help(self) -> None:
         rows = []

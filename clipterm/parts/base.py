@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from clipterm.errors import ClipTermError
 
 KINDS = ("param", "transform", "term", "optim")
+MAX_FLOATS = 8192  # longest "floats" setting: a direction in the widest block (ViT-L's 1024, RN50's 2048 channels)
 
 
 class ParamError(ClipTermError):
@@ -26,7 +27,7 @@ class ParamError(ClipTermError):
 class Rule:
     """How one settings field is checked: a number range, a set of choices, on/off, or a name list."""
 
-    kind: type | str  # float, int, bool, str (choices), "names" (a tuple of short names)
+    kind: type | str  # float, int, bool, str (choices), "names" (a tuple of short names), "floats" (a vector)
     low: float = -math.inf
     high: float = math.inf
     choices: tuple[str, ...] = ()
@@ -64,6 +65,14 @@ def parse_setting(name: str, rule: Rule, value: object) -> object:
             if not isinstance(value, str) or value not in rule.choices:
                 raise ParamError(f"{name} must be one of {', '.join(rule.choices)}, got {value!r}")
             return value
+        if kind == "floats":
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or len(items) > MAX_FLOATS:
+                raise ValueError
+            vec = tuple(float(x) for x in items if not isinstance(x, bool))
+            if len(vec) != len(items) or not all(math.isfinite(x) for x in vec):
+                raise ValueError
+            return vec
         if kind == "names":
             items = value.split("+") if isinstance(value, str) else value
             if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) for x in items):
@@ -82,7 +91,15 @@ def parse_setting(name: str, rule: Rule, value: object) -> object:
         else:
             v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
-        what = {bool: "on/off", int: "a whole number", float: "a number"}.get(kind, "a list of names")  # type: ignore[arg-type]
+        what = {
+            bool: "on/off",
+            int: "a whole number",
+            float: "a number",
+            "floats": f"at most {MAX_FLOATS} finite numbers",
+        }.get(
+            kind,  # type: ignore[arg-type]
+            "a list of names",
+        )
         raise ParamError(f"{name} must be {what}, got {value!r}") from None
     if isinstance(v, float) and not math.isfinite(v):
         raise ParamError(f"{name} must be finite, got {value!r}")

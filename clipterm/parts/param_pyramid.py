@@ -13,6 +13,8 @@ from clipterm.lazy import F, no_grad, torch
 from clipterm.parts.base import setting
 from clipterm.parts.image import ImageParam, logit, register_param
 
+LSQ_STEPS = 8  # conjugate-gradient steps per level when fitting a picture (see Pyramid.fit)
+
 
 @dataclass(frozen=True)
 class PyramidSettings:
@@ -46,10 +48,14 @@ class Pyramid(ImageParam):
         shapes = self.shapes(self.settings, self.size).items()
         return {name: torch.randn((1, *shape), generator=gen) * self.settings.init_std for name, shape in shapes}
 
+    def _up(self, t: torch.Tensor) -> torch.Tensor:
+        """A level upsampled to the canvas (bilinear), as the image sums it."""
+        return t if t.shape[-1] == self.size else F.interpolate(t, size=(self.size, self.size), mode="bilinear")
+
     def _sum(self) -> torch.Tensor:
         total = None
         for t in self.tensors.values():
-            up = t if t.shape[-1] == self.size else F.interpolate(t, size=(self.size, self.size), mode="bilinear")
+            up = self._up(t)
             total = up if total is None else total + up
         assert total is not None
         return total
@@ -59,14 +65,49 @@ class Pyramid(ImageParam):
 
     @no_grad
     def fit(self, canvas: torch.Tensor) -> float:
-        """The canvas goes into the finest level (area-averaged when that level is coarser than the
-        canvas, so the fit is then approximate: the error says how far)."""
-        finest = list(self.tensors.values())[-1]
-        target = canvas.to(finest).float()
+        """Coarse to fine: each level takes the least-squares fit of what the coarser levels left of
+        the canvas (in logit space), the finest level the rest.
+
+        So a picture's coarse content sits in the coarse levels, where optimizing it moves whole
+        regions (as it does from noise), rather than all of it in the finest level. The fit is exact
+        (to float rounding) when the finest level is the canvas; a coarser finest level leaves a
+        residual, which the returned max abs error reports.
+        """
+        first = next(iter(self.tensors.values()))
+        target = canvas.to(first).float()
+        residual = logit(target)
         for t in self.tensors.values():
-            t.zero_()
-        x = logit(target)
-        if finest.shape[-1] != self.size:
-            x = F.adaptive_avg_pool2d(x, finest.shape[-1])
-        finest.copy_(x)
+            level = self._least_squares(residual, t.shape[-1])
+            t.copy_(level)
+            residual = residual - self._up(level)
         return float((self.image() - target).abs().max())
+
+    def _least_squares(self, r: torch.Tensor, side: int) -> torch.Tensor:
+        """argmin_x ||up(x) - r||^2 for a level of `side` px: conjugate gradient on the normal equations
+        up^T up x = up^T r, LSQ_STEPS steps from the area average (already close: up is a smooth
+        interpolation). At the canvas's own side up is the identity and x = r."""
+        if side == self.size:
+            return r.clone()
+
+        def normal(v: torch.Tensor) -> torch.Tensor:
+            return self._up_adjoint(self._up(v), side)
+
+        x = F.adaptive_avg_pool2d(r, side)
+        res = self._up_adjoint(r, side) - normal(x)
+        p, rs = res.clone(), (res * res).sum()
+        for _ in range(LSQ_STEPS):
+            if float(rs) < 1e-20:
+                break
+            ap = normal(p)
+            alpha = rs / (p * ap).sum().clamp_min(1e-30)
+            x, res = x + alpha * p, res - alpha * ap
+            rs, rs_old = (res * res).sum(), rs
+            p = res + (rs / rs_old) * p
+        return x
+
+    def _up_adjoint(self, y: torch.Tensor, side: int) -> torch.Tensor:
+        """up^T y: the adjoint of upsampling a `side` level, from autograd (up is linear)."""
+        with torch.enable_grad():
+            z = torch.zeros((*y.shape[:2], side, side), device=y.device, dtype=y.dtype, requires_grad=True)
+            (grad,) = torch.autograd.grad((self._up(z) * y).sum(), z)
+        return grad

@@ -1,8 +1,9 @@
 """The interface of an objective term (a part of kind "term").
 
-A lane's loss is the weighted sum of its terms, in their order. Similarity terms (`prompt`) are
-computed by the engine from its one batched forward pass; every other term is a function of the
-lane's image (and its best image so far), declared here.
+A lane's loss is the weighted sum of its terms, in their order. Similarity terms (`prompt`) and unit
+terms (`channel`, `neuron`, `direction`: see term_unit) are computed by the engine from its one
+batched forward pass; every other term is a function of the lane's image (and its best image so
+far), declared here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from clipterm.parts.base import Part
 class Term(Part):
     kind: ClassVar[str] = "term"
     similarity: ClassVar[bool] = False  # True: the engine feeds it the model's similarities
+    unit: ClassVar[bool] = False  # True: the engine feeds it block activations captured in its forward
     column: ClassVar[str] = ""  # history column its unweighted value is recorded in ("tv", "memory")
 
     def __init__(self, settings: Any) -> None:

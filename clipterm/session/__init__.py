@@ -30,6 +30,7 @@ from clipterm.session.format import (
     SUMMARY_KEYS,
     TOML_NAME,
     Session,
+    check_prompt_lanes,
     check_run_fields,
     is_known_file,
     is_session,
@@ -46,6 +47,7 @@ from clipterm.session.lock import SessionLock, lock_holder
 from clipterm.session.npy import MAX_NPY_BYTES, is_regular_file
 
 __all__ = [
+    "check_prompt_lanes",
     "check_run_fields",
     "require",
     "COMPLETE",

@@ -249,7 +249,8 @@ def check_run_fields(doc: dict, where: str) -> tuple[str, int, int, int, int]:
     prompt as a prompt), so both files are held to one rule."""
     prompt = require(doc, "prompt", str, where)
     try:
-        parse_prompt(prompt)  # type: ignore[arg-type]
+        if prompt != "":  # "": a run of units alone (check_prompt_lanes holds its lanes to that)
+            parse_prompt(prompt)  # type: ignore[arg-type]
     except PromptError as e:
         raise SessionError(f"{where}: 'prompt': {one_line(e)}") from None
     seed = require(doc, "seed", int, where)
@@ -263,6 +264,14 @@ def check_run_fields(doc: dict, where: str) -> tuple[str, int, int, int, int]:
     if not 0 <= eval_every <= MAX_STEPS or not 1 <= frame_every <= MAX_STEPS:  # type: ignore[operator]
         raise SessionError(f"{where}: eval_every/frame_every out of range")
     return prompt, seed, steps, eval_every, frame_every  # type: ignore[return-value]
+
+
+def check_prompt_lanes(prompt: str, lanes: dict[str, LaneSpec], where: str) -> None:
+    """An empty prompt means the lanes' objectives are units alone: a lane with a prompt term needs one."""
+    if prompt == "":
+        for name, spec in lanes.items():
+            if spec.similarity_terms():
+                raise SessionError(f"{where}: 'prompt' is empty, but lane {name}'s objective has a prompt term")
 
 
 def _toml_doc(files: _Files) -> tuple[dict, Path]:
@@ -380,6 +389,7 @@ def _load_once(root: Path, with_arrays: bool) -> Session:
             raise SessionError(f"{where}: [lanes] {e}") from None
         table = require(lanes_doc, name, dict, where)
         lanes[name], summary[name] = _lane_table(root, table, name, where, version)
+    check_prompt_lanes(prompt, lanes, where)
     changes = _check_changes(doc.get("changes", []), steps, lanes, where)
     theme = doc.get("theme", "")
     if not isinstance(theme, str):
