@@ -18,6 +18,7 @@ from sessionkit import cli
 from clipterm import shapes
 from clipterm.judge import Judge, encode_labels
 from clipterm.labels import LabelsError, LabelSet, default_labels, label_set, read_labels
+from clipterm.launch import DEFAULT_LANES
 
 RED = "a red circle on a black background"
 VERDICT = re.compile(r"judge (\S+): prompt ranked #(\d+) of (\d+); top: (.+) \((-?\d\.\d{4})\)$")
@@ -191,7 +192,7 @@ def test_run_reports_the_judges_verdict_for_every_lane(tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, err
     lanes = re.findall(r"lane (\w+): judge shapes-c: prompt ranked #([1-3]) of 3; top: ", err)
-    assert [lane for lane, _ in lanes] == ["a", "b"]
+    assert [lane for lane, _ in lanes] == list(DEFAULT_LANES)
 
 
 @pytest.mark.parametrize(
