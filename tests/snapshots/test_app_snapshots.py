@@ -25,7 +25,7 @@ pytestmark = [
 
 
 def fixed_app(tmp_path, split: bool = False):
-    argv = [str(tmp_path / "demo"), *APP_FLAGS]
+    argv = [str(tmp_path / "demo"), *APP_FLAGS, "--lanes", "ab"]  # the two lanes whose curves are fixed below
     app = build_app(build_app_parser().parse_args(argv))
     t = np.arange(1, 121, dtype=np.float32)
     curves = {"a": 0.15 + 0.80 * (1 - np.exp(-t / 25)), "b": 0.10 + 0.35 * (1 - np.exp(-t / 60))}
