@@ -81,6 +81,11 @@ wait_for "Frame A · unconstrained · step" "lane A after ctrl+t"
 keys t
 wait_for "Frame B · constrained" "lane B again"
 
+# 3b. a 21-key burst into the parameter editor while optimizing (one send-keys: the keys arrive
+#     together): backspaces, digits and cursor moves must all land, in order
+keys Down Enter BSpace BSpace BSpace BSpace BSpace BSpace BSpace BSpace BSpace BSpace 0 . 1 5 Left Left 0 End Enter
+wait_for "lane B: lr 0.05 → 0.015" "the burst's value applied to lane B"
+
 # 4. save, then quit (which saves again)
 keys C-s
 wait_for "saved at step [0-9]+" "the save"
