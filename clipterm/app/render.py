@@ -136,8 +136,8 @@ class FastHalfcellImage(HalfcellImage, Renderable=FastHalfcell):
     def prepare(self, image: PILImage.Image) -> None:
         """Make a picture's cells now, while nothing waits for them (the lane a toggle would show
         next), so the toggle itself only swaps ready-made rows. Same-size pictures only."""
-        if not isinstance(self._image, PILImage.Image) or image.size != self._image.size:
-            return
+        if not isinstance(self._image, PILImage.Image) or image.size != self._image.size or not self.size.area:
+            return  # nothing shown yet, another size, or not laid out (no cells to make)
         size = self._get_styled_size()
         picture = keep_recent(self._recent, image, lambda: self._Renderable(image, *size), size)
         picture.strips(self.size.width, self.size.height)

@@ -373,7 +373,10 @@ class ClipTermApp(App[int]):
         snap = self.snapshot
         following = self.lanes[(self.lanes.index(self.active) + 1) % len(self.lanes)]
         if snap is not None and following in snap.lanes and not self.split:
-            self.query_one("#frame-0", FrameView).prepare(snap.lanes[following].preview)
+            try:
+                self.query_one("#frame-0", FrameView).prepare(snap.lanes[following].preview)
+            except NoMatches:  # the screen is being torn down (quitting)
+                pass
 
     def _slot_lanes(self) -> tuple[str, ...]:
         """The lane each frame slot shows: the active lane's page of up to 4 lanes, or the active one alone."""

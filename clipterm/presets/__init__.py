@@ -63,7 +63,7 @@ def _load(user: str, stamp: tuple) -> tuple[dict[str, Preset], tuple[str, ...]]:
                 out[path.stem] = _read(path, str(path))
             except ParamError as e:
                 warnings.append(str(e))
-    return out, tuple(warnings)
+    return dict(sorted(out.items())), tuple(warnings)  # by name ("pyramid" before "pyramid-shift")
 
 
 def _loaded() -> tuple[dict[str, Preset], tuple[str, ...]]:
