@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--roundtrips", type=int, default=20, help="preset flips (worker round trips) to time")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of running before timing")
     p.add_argument("--idle", action="store_true", help="baseline: the same keys with the worker paused")
+    p.add_argument("--lanes", default="ab", help="the app's lanes (ab: the same work for old and new code)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--torch-threads", type=int, default=None, help="override the app's torch CPU thread count")
     p.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval (seconds)")
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                 "0",
                 "--autosave-seconds",
                 "0",
+                "--lanes",
+                args.lanes,
             ]
             + (["--paused"] if args.idle else [])
         )

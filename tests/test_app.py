@@ -130,7 +130,7 @@ async def test_toggle_lane_changes_frame_and_parameters(tmp_path):
             await pilot.pause()
             assert screen_rows(app, image) != screen_a  # and it reached the screen, not just the widget
             assert app.query_one(ParamsPane).border_title == "Parameters · lane B · constrained · pixel"
-            assert app.query_one("#sim-b").has_class("-active")
+            assert app.query_one("#sim-b").active and not app.query_one("#sim-a").active  # its letter is marked
             await pilot.press("t")
             assert app.active == "a" and frame.lane == "a"
             await pilot.pause()
