@@ -13,6 +13,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -146,3 +147,12 @@ def put_npy(s: Path, rel: str, arr: np.ndarray, rehash: bool = True) -> None:
 
 def get_npy(s: Path, rel: str) -> np.ndarray:
     return np.load(s / rel, allow_pickle=False)
+
+
+async def until(pilot, cond, timeout: float = 20.0, what: str = "condition") -> None:
+    """Let a Textual app under test (and its worker) run until cond() holds."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)

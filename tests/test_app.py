@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sessionkit import APP_FLAGS, cli
+from sessionkit import APP_FLAGS, cli, until
 
 from clipterm import session as sess
 from clipterm.app import DEFAULT_PROMPT, build_app, new_session_path
@@ -47,15 +47,6 @@ def make_app(path: Path | None, *extra: str, lanes: str | None = "ab") -> ClipTe
     the default lanes; lane c's many views a step would slow the tests about other things)."""
     argv = ([str(path)] if path is not None else []) + [*APP_FLAGS, *(["--lanes", lanes] if lanes else []), *extra]
     return build_app(build_app_parser().parse_args(argv))
-
-
-async def until(pilot, cond, timeout: float = 20.0, what: str = "condition") -> None:
-    """Let the app and its worker run until cond() holds."""
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)
 
 
 async def started(pilot) -> None:

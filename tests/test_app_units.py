@@ -4,10 +4,9 @@ paused, on the bundled shapes-a on the CPU."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from sessionkit import APP_FLAGS
+from sessionkit import APP_FLAGS, until
 
 from clipterm.app import build_app
 from clipterm.app.objective import UnitsScreen, add_unit
@@ -20,14 +19,6 @@ SIZE = (160, 48)
 
 def make_app(path: Path, *extra: str) -> ClipTermApp:
     return build_app(build_app_parser().parse_args([str(path), *APP_FLAGS, *extra]))
-
-
-async def until(pilot, cond, timeout: float = 20.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)
 
 
 def test_a_picked_unit_is_appended_to_the_objective():
