@@ -89,3 +89,33 @@ async def test_a_new_app_session_with_units_alone_has_no_prompt(tmp_path, shared
             assert describe_units(e.lanes["a"].spec) == "2:5"
     finally:
         app.controller.shutdown()
+
+
+async def test_a_block_picked_in_the_layers_pane_opens_the_units_dialog_on_it(tmp_path, shared_shapes_a):
+    """Layers pane, cursor on block 2's row, enter: the dialog opens with block 2 chosen and the channel
+    field focused; '5', enter, enter sends 2:5 to the active lane."""
+    from clipterm.app.widgets import LayersPane
+
+    app = make_app(tmp_path / "s", "--prompt", "a red circle on a black background", "--lanes", "ab")
+    e = app.run_.engine
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.snapshot is not None, what="first snapshot")
+            await pilot.press("l", "full_stop")  # the Layers pane, and a step so it has a probe record
+            pane = app.query_one(LayersPane)
+            await until(pilot, lambda: len(pane.values()) == 4, what="canvas + 3 block rows")
+            table = pane.query_one("#layer-table")
+            table.focus()
+            await pilot.pause()
+            await pilot.press("down", "down", "down", "enter")  # row 3: block 2
+            await until(pilot, lambda: isinstance(app.screen, UnitsScreen), what="the units dialog")
+            dialog = app.screen
+            assert dialog.query_one("#units-blocks").highlighted == 2
+            assert dialog.query_one("#units-channel").has_focus
+            await pilot.press("5", "enter")
+            assert dialog.query_one("#units-text").value == "2:5"
+            await pilot.press("enter")
+            await until(pilot, lambda: describe_units(e.lanes["a"].spec) == "2:5", what="2:5 on lane a")
+            assert describe_units(e.lanes["b"].spec) == ""
+    finally:
+        app.controller.shutdown()

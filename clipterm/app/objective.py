@@ -41,9 +41,10 @@ class UnitsScreen(ModalScreen[str | None]):
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, lane: str, units: str, blocks: Sequence[str]) -> None:
+    def __init__(self, lane: str, units: str, blocks: Sequence[str], picked: int | None = None) -> None:
         super().__init__()
         self.lane, self.units, self.blocks = lane, units, list(blocks)
+        self.picked = picked  # a block chosen in the Layers pane: the dialog opens on its channel field
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -55,6 +56,10 @@ class UnitsScreen(ModalScreen[str | None]):
             yield Input("", id="units-channel", placeholder="channel (enter adds BLOCK:CHANNEL)")
 
     def on_mount(self) -> None:
+        if self.picked is not None and 0 <= self.picked < len(self.blocks):
+            self.query_one(OptionList).highlighted = self.picked
+            self.query_one("#units-channel", Input).focus()
+            return
         self.query_one("#units-text", Input).focus()
         if self.blocks:
             self.query_one(OptionList).highlighted = 0

@@ -101,7 +101,12 @@ KEYS: tuple[Key, ...] = (  # footer order: the most needed first (a narrow foote
     Key("right_square_bracket", "scrub(1)", "Fwd", "scrub forward (past the last frame: live)", display="]"),
     Key("full_stop", "step_once", "Step", "advance one step (while paused)", display="."),
     Key("p", "focus_prompt", "Prompt", "edit the prompt (enter applies it, esc leaves the field)"),
-    Key("l", "toggle_layers", "Layers", "show or hide the Layers pane (the active lane's layer probes)"),
+    Key(
+        "l",
+        "toggle_layers",
+        "Layers",
+        "show or hide the Layers pane (the active lane's layer probes; enter on a block picks it for a unit)",
+    ),
     Key(
         "u",
         "edit_units",
@@ -556,14 +561,18 @@ class ClipTermApp(App[int]):
     def action_focus_prompt(self) -> None:
         self.query_one(PromptPane).focus_input()
 
-    def action_edit_units(self) -> None:
+    def on_layers_pane_picked(self, event: LayersPane.Picked) -> None:
+        """A block chosen in the Layers pane: the units dialog opens on it, waiting for a channel."""
+        self.action_edit_units(event.block)
+
+    def action_edit_units(self, picked: int | None = None) -> None:
         """The units dialog for the active lane; what it returns goes to the worker (which checks ranges)."""
         lane, spec = self.active, self._params()
         if spec is None:
             return
         blocks = self.run_.engine.probe.names[1:] if self.run_.engine.probe is not None else []
         self.push_screen(
-            UnitsScreen(lane, describe_units(spec), blocks),
+            UnitsScreen(lane, describe_units(spec), blocks, picked),
             lambda text: None if text is None else self.controller.submit(SetUnits(lane, text)),
         )
 

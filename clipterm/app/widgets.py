@@ -396,6 +396,13 @@ class LayersPane(Vertical):
         ("grad trend", "trend"),
     )
 
+    class Picked(Message):
+        """Enter (or a click) on a block's row: open the units dialog on that block (numbered from 0)."""
+
+        def __init__(self, block: int) -> None:
+            super().__init__()
+            self.block = block
+
     def __init__(self) -> None:
         super().__init__(id="layers")
         self.border_title = "Layers · activation mean, std, norm · gradient norm"
@@ -403,7 +410,7 @@ class LayersPane(Vertical):
         self._names: tuple[str, ...] = ()
 
     def compose(self) -> ComposeResult:
-        table = DataTable(id="layer-table", cursor_type="none", zebra_stripes=False)
+        table = DataTable(id="layer-table", cursor_type="row", zebra_stripes=False)
         for label, key in self.COLUMNS:
             table.add_column(label, key=key)
         yield table
@@ -430,6 +437,12 @@ class LayersPane(Vertical):
         for i, row in enumerate(cells):
             for (_, key), text in zip(self.COLUMNS[1:], row[1:], strict=True):
                 table.update_cell(str(i), key, text)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        row = int(str(event.row_key.value))
+        if row >= 1:  # row 0 is the canvas, not a block
+            self.post_message(self.Picked(row - 1))
 
     def values(self) -> list[tuple[str, ...]]:
         """What the table shows, row by row (for tests)."""
