@@ -27,7 +27,7 @@ from clipterm.judge import DEFAULT_JUDGE, Judge, judge_from_flags
 from clipterm.models import ModelBundle
 from clipterm.outputs import check_output, write_file
 from clipterm.prompts import PromptError, main_term, parse_prompt, slugify
-from clipterm.text import printable
+from clipterm.text import content_lines, printable
 
 SUMMARY_COLUMNS = (
     "prompt",
@@ -55,12 +55,7 @@ def read_prompts(path: Path) -> list[str]:
     except OSError as e:
         raise ClipTermError(f"{p}: cannot read ({e.strerror})") from None
     prompts = []
-    # Lines end at "\n" only (CRLF files too): str.splitlines would also split at \x0b, \x1c-\x1e and
-    # \x85, quietly turning a control character into a line break instead of refusing it.
-    for n, line in enumerate(text.split("\n"), 1):
-        line = line.removesuffix("\r").strip(" \t")
-        if not line or line.startswith("#"):
-            continue
+    for n, line in content_lines(text, " \t"):
         try:
             parse_prompt(line)
         except PromptError as e:

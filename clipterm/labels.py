@@ -18,7 +18,7 @@ from pathlib import Path
 
 from clipterm.errors import ClipTermError
 from clipterm.images import regular_input
-from clipterm.text import first_control, printable
+from clipterm.text import content_lines, first_control, printable
 
 NAMED = ("shapes", "imagenet")
 MAX_FILE_BYTES = 1 << 20
@@ -122,12 +122,7 @@ def read_labels(path: Path) -> LabelSet:
     except UnicodeDecodeError:
         raise LabelsError(f"{shown}: not UTF-8 text") from None
     labels = []
-    # Lines end at "\n" only (CRLF too): str.splitlines would also split at other control characters,
-    # quietly turning one into a line break instead of refusing it.
-    for n, line in enumerate(text.split("\n"), 1):
-        line = line.removesuffix("\r").strip(" ")
-        if not line or line.startswith("#"):
-            continue
+    for n, line in content_lines(text):
         bad = first_control(line)
         if bad is not None:
             raise LabelsError(f"{shown}:{n}: the label holds a control character ({bad}); plain text only")

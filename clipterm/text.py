@@ -8,6 +8,7 @@ through `printable`, and prompts refuse control characters outright (`first_cont
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 # C0 controls (NUL..US), DEL and the C1 controls (U+0080..U+009F, which some terminals honour as CSI etc.).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -30,3 +31,14 @@ def first_control(text: str) -> str | None:
     """The first control character in `text` as a `\\xNN` escape, or None when there is none."""
     m = _CONTROL.search(text)
     return _escape(m) if m else None
+
+
+def content_lines(text: str, strip: str = " ") -> Iterator[tuple[int, str]]:
+    """(line number, line) of a one-entry-per-line file (prompts, labels), `strip` taken off both
+    ends; blank lines and lines starting with # are skipped. Lines end at "\n" only (CRLF too):
+    str.splitlines would also split at \x0b, \x1c-\x1e and \x85, quietly turning a control
+    character into a line break instead of letting the caller refuse it."""
+    for n, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r").strip(strip)
+        if line and not line.startswith("#"):
+            yield n, line
