@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -156,3 +157,24 @@ async def until(pilot, cond, timeout: float = 20.0, what: str = "condition") -> 
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await pilot.pause(0.02)
+
+
+def run_killed_at_recipe(session: Path, *argv: object) -> None:
+    """`clipterm run SESSION ARGV...` in a child, SIGKILLed as soon as its recipe.toml is on disk
+    (torch and the model are still loading then): the start-up crash a recipe must survive."""
+    from clipterm.recipe import RECIPE
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "clipterm", "run", str(session), *map(str, argv)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=CHILD_ENV,
+    )
+    try:
+        end = time.monotonic() + 60
+        while not (session / RECIPE).exists():
+            assert child.poll() is None and time.monotonic() < end, "no recipe before the child ended"
+            time.sleep(0.002)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        assert child.wait(30) == -signal.SIGKILL

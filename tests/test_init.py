@@ -9,18 +9,13 @@ picture that session started from.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from sessionkit import CHILD_ENV, RUN_FLAGS, cli, clipterm, lane_arrays, read_doc, snapshot
+from sessionkit import RUN_FLAGS, cli, clipterm, lane_arrays, read_doc, run_killed_at_recipe, snapshot
 
 from clipterm import initimage, shapes
 from clipterm import recipe as rc
@@ -85,20 +80,7 @@ def test_a_startup_killed_after_its_recipe_resumes_from_the_sessions_copy(tmp_pa
     assert proc.returncode == 0, proc.stderr
     photo = red_png(tmp_path, "photo.png")
     s = tmp_path / "s"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "clipterm", "run", str(s), "--init", str(photo), "--steps", "3", *flags],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=CHILD_ENV,
-    )
-    try:
-        end = time.monotonic() + 60
-        while not (s / rc.RECIPE).exists():
-            assert child.poll() is None and time.monotonic() < end, "no recipe before the child ended"
-            time.sleep(0.002)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        assert child.wait(30) == -signal.SIGKILL
+    run_killed_at_recipe(s, "--init", photo, "--steps", 3, *flags)
     assert not (s / sess.TOML_NAME).exists() and rc.read(s).init_sha256 == initimage.prepare(photo).digest
     photo.unlink()  # resume never needs the original
 

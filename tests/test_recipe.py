@@ -9,15 +9,20 @@ one go, and the first save removes the recipe.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sessionkit import CHILD_ENV, PROMPT, RUN_FLAGS, cli, clipterm, lane_arrays, read_doc, snapshot
+from sessionkit import (
+    PROMPT,
+    RUN_FLAGS,
+    cli,
+    clipterm,
+    lane_arrays,
+    read_doc,
+    run_killed_at_recipe,
+    snapshot,
+)
 
 from clipterm import recipe as rc
 from clipterm import session as sess
@@ -50,20 +55,7 @@ def test_run_killed_during_startup_resumes_without_prompt_and_equals_one_go(tmp_
     proc = clipterm("run", one_go, "--steps", STEPS, *RUN_FLAGS)
     assert proc.returncode == 0, proc.stderr
     s = tmp_path / "s"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "clipterm", "run", str(s), "--steps", str(STEPS), *RUN_FLAGS],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=CHILD_ENV,
-    )
-    try:
-        end = time.monotonic() + 60
-        while not (s / rc.RECIPE).exists():
-            assert child.poll() is None and time.monotonic() < end, "no recipe before the child ended"
-            time.sleep(0.002)
-        os.kill(child.pid, signal.SIGKILL)  # right after the recipe appeared: torch is still loading
-    finally:
-        assert child.wait(30) == -signal.SIGKILL
+    run_killed_at_recipe(s, "--steps", STEPS, *RUN_FLAGS)  # right after the recipe: torch is still loading
     assert not (s / sess.TOML_NAME).exists() and (s / rc.RECIPE).exists()
     created = rc.read(s).created
 
