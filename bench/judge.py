@@ -17,6 +17,7 @@ With --seeds K every number is the mean over seeds 0..K-1 with the range of the 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -97,6 +98,7 @@ def main() -> None:
                     v = judge.rank_canvas(canvas, prompt)
                     rows[name][f"{jname}/sim"][-1].append(float(v.prompt_score))
                     rows[name][f"{jname}/top1"][-1].append(float(v.top == prompt))
+        print(f"seed {seed} done, {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     elapsed = time.time() - t0
     seeds = "seed 0" if args.seeds == 1 else f"seeds 0..{args.seeds - 1} (mean [min–max of the per-seed means])"
     print(
