@@ -36,7 +36,9 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-async def _bench(app, presses: int, roundtrips: int, warmup: float, idle: bool = False) -> dict:
+async def _bench(
+    app, presses: int, roundtrips: int, warmup: float, idle: bool = False, gap: tuple[float, float] = (0.05, 0.2)
+) -> dict:
     displays: list[float] = []
     real_display = app._display
 
@@ -93,7 +95,7 @@ async def _bench(app, presses: int, roundtrips: int, warmup: float, idle: bool =
             changed = drawn_since(t0, lambda lane, _p, b=before: lane != b)
             ui.append((await shown_after(changed) - t0) * 1000)
             ui_cpu.append((time.thread_time() - c0) * 1000)  # the UI thread's own CPU time for it
-            await asyncio.sleep(random.uniform(0.05, 0.2))
+            await asyncio.sleep(random.uniform(*gap))
 
         worker: list[float] = []
         for _ in range(roundtrips):
@@ -105,7 +107,7 @@ async def _bench(app, presses: int, roundtrips: int, warmup: float, idle: bool =
             await until(lambda ln=lane, w=want: app.snapshot.lanes[ln].spec.preset == w)
             changed = drawn_since(t0, lambda _lane, preset, w=want: preset == w)
             worker.append((await shown_after(changed) - t0) * 1000)
-            await asyncio.sleep(random.uniform(0.05, 0.2))
+            await asyncio.sleep(random.uniform(*gap))
 
         elapsed = time.perf_counter() - t_start
         steps = app.snapshot.steps - steps0
@@ -138,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--roundtrips", type=int, default=20, help="preset flips (worker round trips) to time")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of running before timing")
     p.add_argument("--idle", action="store_true", help="baseline: the same keys with the worker paused")
+    p.add_argument(
+        "--gap",
+        type=float,
+        nargs=2,
+        default=(0.05, 0.2),
+        metavar=("LO", "HI"),
+        help="seconds between one key's effect on screen and the next key, drawn uniformly (0.05 0.2: a run of"
+        " keys; 0.5 1.0: lone keys)",
+    )
     p.add_argument("--lanes", default="ab", help="the app's lanes (ab: the same work for old and new code)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--torch-threads", type=int, default=None, help="override the app's torch CPU thread count")
@@ -179,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.set_num_threads(args.torch_threads)
         try:
-            res = asyncio.run(_bench(app, args.presses, args.roundtrips, args.warmup, args.idle))
+            res = asyncio.run(_bench(app, args.presses, args.roundtrips, args.warmup, args.idle, tuple(args.gap)))
         finally:
             app.controller.shutdown()
-    res.update(model=args.model, device=args.device, fps_target=args.fps, idle=args.idle)
+    res.update(model=args.model, device=args.device, fps_target=args.fps, idle=args.idle, gap=list(args.gap))
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
