@@ -999,6 +999,27 @@ async def test_the_worker_gives_way_while_the_ui_handles_a_key(tmp_path):
         close(app)
 
 
+async def test_the_frame_keeps_cells_for_the_newest_picture_of_each_lane_only(tmp_path):
+    """Cells are ~10,000 objects a picture that every full garbage collection walks (those collections
+    were the slowest keys' extra 30 ms), so a lane's older pictures are dropped when a newer one comes:
+    after many steps and toggles with two lanes, at most one picture per lane (plus the one on screen,
+    until it is replaced) is kept, not the last eight."""
+    app = make_app(tmp_path / "s")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            image = app.query_one("#image-0")
+            for _ in range(6):
+                await step(pilot, 1)
+                await pilot.pause(0.15)  # drawn, then the next lane's cells made
+                await pilot.press("t")
+                await pilot.pause(0.1)
+            assert app.frames_shown >= 6
+            assert 1 <= image.cached <= 3
+    finally:
+        close(app)
+
+
 async def test_the_next_lanes_cells_are_made_before_its_toggle(tmp_path, monkeypatch):
     """After a snapshot is drawn the app makes the cells of the lane `t` shows next, so the toggle
     itself builds no picture (that cost ~10 ms of the key's time on a busy box)."""

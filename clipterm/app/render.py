@@ -145,6 +145,16 @@ class FastHalfcellImage(HalfcellImage, Renderable=FastHalfcell):
         if shown is not None:
             self._recent[id(self._image)] = shown  # the picture on screen stays the newest
 
+    @property
+    def cached(self) -> int:
+        """How many pictures' cells are kept (the one on screen included)."""
+        return len(self._recent)
+
+    def forget(self, image: PILImage.Image) -> None:
+        """Drop a picture's cells: its lane has a newer picture (which, if the old one is on screen, is
+        shown next; were the old one drawn again first, its cells would simply be made again)."""
+        self._recent.pop(id(image), None)
+
     def render(self):
         if not self._image:
             return ""

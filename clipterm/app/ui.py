@@ -379,7 +379,7 @@ class ClipTermApp(App[int]):
         following = self.lanes[(self.lanes.index(self.active) + 1) % len(self.lanes)]
         if snap is not None and following in snap.lanes and not self.split:
             try:
-                self.query_one("#frame-0", FrameView).prepare(snap.lanes[following].preview)
+                self.query_one("#frame-0", FrameView).prepare(following, snap.lanes[following].preview)
             except NoMatches:  # the screen is being torn down (quitting)
                 pass
 

@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Input, Label, Sparkline, Static
 
 from clipterm.app.controller import LaneView, Snapshot, fmt_value
 from clipterm.app.paramtable import ParamTable
-from clipterm.app.render import FastHalfcellImage, keep_recent
+from clipterm.app.render import FastHalfcellImage
 from clipterm.lanespec import LaneSpec
 from clipterm.parts.base import Rule
 from clipterm.presets import available
@@ -184,7 +184,7 @@ class FrameView(Vertical):
         self.image_cls = image_cls
         self.border_title = "Frame"
         self._shown: object = None
-        self._pictures: dict[int, tuple] = {}  # canvas array -> its PIL image, the last KEEP (keep_recent)
+        self._pictures: dict[str, tuple[np.ndarray, PILImage.Image]] = {}  # lane -> its newest canvas, as PIL
         self.frames_drawn = 0
 
     def compose(self) -> ComposeResult:
@@ -194,11 +194,26 @@ class FrameView(Vertical):
         """Draw the next picture given even if it is the one shown now (scrubbing swaps sources)."""
         self._shown = None
 
-    def prepare(self, pixels: np.ndarray | None) -> None:
+    def _picture(self, lane: str, pixels: np.ndarray) -> PILImage.Image:
+        """The lane's canvas as a PIL image: the same object while the canvas is the same (so the image
+        widget reuses its cells when a lane comes back), and only the newest per lane. The image
+        widget forgets an older picture's cells at once: cells are ~10,000 objects a picture that
+        every full garbage collection walks, and stale ones made those collections slow keys down."""
+        kept = self._pictures.get(lane)
+        if kept is not None and kept[0] is pixels:
+            return kept[1]
+        picture = PILImage.fromarray(pixels)
+        self._pictures[lane] = (pixels, picture)
+        image = self.query_one(f"#image-{self.slot}")
+        if kept is not None and isinstance(image, FastHalfcellImage):
+            image.forget(kept[1])
+        return picture
+
+    def prepare(self, lane: str, pixels: np.ndarray | None) -> None:
         """Make another lane's picture ready to show (see FastHalfcellImage.prepare)."""
         image = self.query_one(f"#image-{self.slot}")
         if pixels is not None and isinstance(image, FastHalfcellImage):
-            image.prepare(keep_recent(self._pictures, pixels, lambda: PILImage.fromarray(pixels)))
+            image.prepare(self._picture(lane, pixels))
 
     def show(self, lane: str, pixels: np.ndarray | None, title: str) -> None:
         self.border_title = title
@@ -212,8 +227,7 @@ class FrameView(Vertical):
         self._shown = pixels
         # one half-block cell per canvas pixel at most: more cells add no detail, only drawing work
         image.styles.max_width, image.styles.max_height = pixels.shape[1], (pixels.shape[0] + 1) // 2
-        # the same PIL image for the same canvas, so the widget reuses its cells when a lane comes back
-        image.image = keep_recent(self._pictures, pixels, lambda: PILImage.fromarray(pixels))
+        image.image = self._picture(lane, pixels)
         self.frames_drawn += 1
 
 
