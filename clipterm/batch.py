@@ -140,7 +140,7 @@ def open_session(
 ):
     """Create the prompt's session, or resume it (it must hold the same prompt, and with --init have
     started from that picture). `init`: the picture new sessions start from."""
-    from clipterm.launch import apply_resume_flags, lane_specs_from_args
+    from clipterm.launch import apply_resume_flags, check_resume_flags, lane_specs_from_args
     from clipterm.probes import configure
     from clipterm.runner import Autosave, Run, check_fits
 
@@ -154,6 +154,7 @@ def open_session(
             raise SessionError(f"{path}: holds the prompt {s.prompt!r}, not {prompt!r}; use another OUTDIR")
         if init is not None:
             check_same(path, s.changes, init)
+        check_resume_flags(s, args)  # as `run` resumes one session: a seed or lanes that differ are refused
         bundle = models.for_session(s)
         check_fits(s, bundle)
         run = Run.resume(path, bundle, autosave)

@@ -182,7 +182,7 @@ def open_run(args: argparse.Namespace, path: Path, log: Callable[[str], None] = 
             f"{path}: session is already open in another clipterm process (pid {holder}); close that one first"
         )
     s = sess.load(path)
-    _check_resume_flags(s, args)
+    check_resume_flags(s, args)
     model = args.model or (s.model["name"] if args.pretrained else None)
     if model and not same_model(s.model, model, args.pretrained):
         if not args.retarget:
@@ -277,7 +277,7 @@ def _check_recipe_flags(found: Recipe, args: argparse.Namespace, path: Path) -> 
         arrays={},
         changes=[{"step": 0, "lane": "*", "key": CHANGE_KEY, "new": started}] if found.init_sha256 else [],
     )
-    _check_resume_flags(at_zero, args)
+    check_resume_flags(at_zero, args)
     asked = _asked_model(found, args)
     if asked != (found.model, found.pretrained) and not args.retarget:
         shown = found.model or "the default model"
@@ -416,7 +416,7 @@ def _resume_specs(lanes: dict[str, LaneSpec], args: argparse.Namespace) -> dict[
     return {n: _with_flags(s, args) if n in targets else s for n, s in out.items()}
 
 
-def _check_resume_flags(s: Session, args: argparse.Namespace) -> None:
+def check_resume_flags(s: Session, args: argparse.Namespace) -> None:
     """Refuse resume flags that cannot apply, before the session is locked or anything is written.
 
     A session's seed and lanes are fixed when it is made; every other flag is validated here the

@@ -131,6 +131,26 @@ def test_a_batch_runs_the_default_lanes(tmp_path, capsys):
         assert [(r["lane"], r["preset"]) for r in csv.DictReader(fh)] == list(DEFAULT_LANES.items())
 
 
+def test_a_batch_rerun_refuses_flags_its_sessions_cannot_take(tmp_path, capsys):
+    """Running a batch again resumes its sessions, and, as `run` does for one session, refuses a seed
+    or lanes other than the sessions were made with (one line, exit 2, the session unchanged)
+    instead of quietly ignoring them."""
+    f = write_prompts(tmp_path / "prompts.txt", [PROMPTS[0]])
+    out = tmp_path / "batch"
+    base = ["run", out, "--prompts-file", f, "--model", "shapes-a", "--device", "cpu", "--quiet", "--judge", "none"]
+    code, _, err = run_main(capsys, *base, "--steps", "1", "--lanes", "a", "--seed", "3")
+    assert code == 0, err
+    path = out / batch.slugify(PROMPTS[0])
+    before = (path / "session.toml").read_bytes()
+    for extra, needle in [(["--seed", "4"], "--seed 4 differs"), (["--lanes", "ab"], "--lanes ab differs")]:
+        code, _, err = run_main(capsys, *base, "--steps", "2", "--lanes", "a", "--seed", "3", *extra)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (extra, err)
+        assert (path / "session.toml").read_bytes() == before
+    code, _, err = run_main(capsys, *base, "--steps", "2", "--lanes", "a", "--seed", "3")
+    assert code == 0, err
+    assert sess.load(path).steps == 2
+
+
 def test_bad_batches_one_line_exit_2(tmp_path, capsys):
     empty = write_prompts(tmp_path / "empty.txt", ["# nothing here"])
     good = write_prompts(tmp_path / "good.txt", [PROMPTS[0]])
