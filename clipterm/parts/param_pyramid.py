@@ -34,6 +34,19 @@ def level_sides(size: int, coarsest: int = 1, finest: int = 0) -> list[int]:
     return sides + [top]
 
 
+def upsample(t: torch.Tensor, size: int) -> torch.Tensor:
+    """A level upsampled to the canvas (bilinear); the canvas's own level as it is."""
+    return t if t.shape[-1] == size else F.interpolate(t, size=(size, size), mode="bilinear")
+
+
+def level_sum(levels: list[torch.Tensor], size: int) -> torch.Tensor:
+    """The levels, each upsampled to the canvas, summed (what `pyramid` and `silhouette`'s mask show)."""
+    total = upsample(levels[0], size)
+    for t in levels[1:]:
+        total = total + upsample(t, size)
+    return total
+
+
 @register_param
 class Pyramid(ImageParam):
     name = "pyramid"
@@ -49,19 +62,10 @@ class Pyramid(ImageParam):
         return {name: torch.randn((1, *shape), generator=gen) * self.settings.init_std for name, shape in shapes}
 
     def _up(self, t: torch.Tensor) -> torch.Tensor:
-        """A level upsampled to the canvas (bilinear), as the image sums it."""
-        return t if t.shape[-1] == self.size else F.interpolate(t, size=(self.size, self.size), mode="bilinear")
-
-    def _sum(self) -> torch.Tensor:
-        total = None
-        for t in self.tensors.values():
-            up = self._up(t)
-            total = up if total is None else total + up
-        assert total is not None
-        return total
+        return upsample(t, self.size)
 
     def image(self) -> torch.Tensor:
-        return torch.sigmoid(self._sum())
+        return torch.sigmoid(level_sum(list(self.tensors.values()), self.size))
 
     @no_grad
     def fit(self, canvas: torch.Tensor) -> float:

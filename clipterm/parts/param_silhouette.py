@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from clipterm.lazy import F, no_grad, torch
 from clipterm.parts.base import setting
 from clipterm.parts.image import ImageParam, logit, register_param
-from clipterm.parts.param_pyramid import level_sides
+from clipterm.parts.param_pyramid import level_sides, level_sum
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,9 @@ class Silhouette(ImageParam):
     def _levels(self) -> list[torch.Tensor]:
         return [t for name, t in self.tensors.items() if name.startswith("mask")]
 
-    def _up(self, t: torch.Tensor) -> torch.Tensor:
-        return t if t.shape[-1] == self.size else F.interpolate(t, size=(self.size, self.size), mode="bilinear")
-
     def mask(self) -> torch.Tensor:
         """The figure's weight per pixel, (1,1,H,W) in (0,1)."""
-        return torch.sigmoid(sum(self._up(t) for t in self._levels()))  # type: ignore[arg-type]
+        return torch.sigmoid(level_sum(self._levels(), self.size))
 
     def image(self) -> torch.Tensor:
         ground = torch.sigmoid(self.tensors["ground"])
