@@ -22,7 +22,7 @@ import numpy as np
 from clipterm import session as sess
 from clipterm.errors import ClipTermError, SessionError, err
 from clipterm.images import read_image, regular_input
-from clipterm.initimage import InitImage, check_same, prepare
+from clipterm.initimage import InitImage, prepare
 from clipterm.judge import DEFAULT_JUDGE, Judge, judge_from_flags
 from clipterm.models import ModelBundle
 from clipterm.outputs import check_output, write_file
@@ -152,9 +152,7 @@ def open_session(
         s = sess.load(path)
         if s.prompt != prompt:
             raise SessionError(f"{path}: holds the prompt {s.prompt!r}, not {prompt!r}; use another OUTDIR")
-        if init is not None:
-            check_same(path, s.changes, init)
-        check_resume_flags(s, args)  # as `run` resumes one session: a seed or lanes that differ are refused
+        check_resume_flags(s, args, init)  # as `run` resumes one: seed, lanes, --init and settings
         bundle = models.for_session(s)
         check_fits(s, bundle)
         run = Run.resume(path, bundle, autosave)

@@ -416,12 +416,13 @@ def _resume_specs(lanes: dict[str, LaneSpec], args: argparse.Namespace) -> dict[
     return {n: _with_flags(s, args) if n in targets else s for n, s in out.items()}
 
 
-def check_resume_flags(s: Session, args: argparse.Namespace) -> None:
+def check_resume_flags(s: Session, args: argparse.Namespace, init: InitImage | None = None) -> None:
     """Refuse resume flags that cannot apply, before the session is locked or anything is written.
 
     A session's seed and lanes are fixed when it is made; every other flag is validated here the
     way apply_resume_flags will apply it (prompt, presets, then settings on top; settings that
-    cannot change on a live lane are refused).
+    cannot change on a live lane are refused). `init`: `--init`'s picture when the caller has read
+    it already (a batch reads it once for all its sessions).
     """
     from clipterm.prompts import parse_prompt
 
@@ -448,7 +449,7 @@ def check_resume_flags(s: Session, args: argparse.Namespace) -> None:
     if getattr(args, "init", None) is not None:
         from clipterm import initimage
 
-        initimage.check_same(s.path, s.changes, initimage.prepare(args.init))
+        initimage.check_same(s.path, s.changes, init or initimage.prepare(args.init))
     from clipterm.presets import preset
 
     wanted = _resume_specs(dict(s.lanes), args)
