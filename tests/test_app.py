@@ -753,6 +753,45 @@ async def test_fast_halfcell_widget_draws_what_textual_image_widget_draws():
             assert got == want
 
 
+async def test_full_garbage_collections_come_from_the_apps_timer_between_keys(tmp_path):
+    """Full collections were the slowest keys' extra 15-30 ms: Python started them while a key's own
+    repaint allocated. While the app runs, Python starts none; the app's timer runs them at quiet
+    moments, none within `quiet` of a key; once the app ends Python's thresholds are back."""
+    import gc
+
+    from clipterm.app.collector import NEVER, QuietCollector
+
+    before = gc.get_threshold()
+    full: list[float] = []
+
+    def note(phase: str, info: dict) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(time.monotonic())
+
+    app = make_app(tmp_path / "s")
+    app.collector = QuietCollector(every=0.1, quiet=3.0, longest=100.0)
+    gc.callbacks.append(note)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            assert gc.get_threshold() == (before[0], before[1], NEVER)
+            await until(pilot, lambda: app.collector.collections >= 1, what="a collection before any key")
+            await pilot.press("t")
+            first_key = time.monotonic()
+            done = app.collector.collections
+            for _ in range(3):
+                await step(pilot, 1)  # the worker steps and frames are drawn: garbage is made
+                await pilot.press("t")
+            last_key = time.monotonic()
+            assert app.collector.collections == done  # the keys' run is never interrupted
+            assert not [t for t in full if first_key <= t <= last_key]
+            await until(pilot, lambda: app.collector.collections > done, timeout=10, what="quiet again")
+    finally:
+        gc.callbacks.remove(note)
+        close(app)
+    assert gc.get_threshold() == before
+
+
 def test_keep_recent_remembers_the_last_pictures_per_size():
     """The frame caches: a picture shown again (a lane toggled back) reuses what was made for it; the
     same picture at another size (a resize) and a third picture (beyond KEEP) are made anew."""

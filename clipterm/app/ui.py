@@ -26,6 +26,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Input, RichLog, Static
 
+from clipterm.app.collector import QuietCollector
 from clipterm.app.controller import (
     CommandDone,
     Controller,
@@ -204,6 +205,7 @@ class ClipTermApp(App[int]):
         self.scrub: int | None = None
         self.startup_log = list(startup_log)
         self.frames_shown = 0
+        self.collector = QuietCollector()  # full garbage collections between keys (collector.py)
         self._pending_edit: tuple[str, str] | None = None
         self._quitting = False
         self._exit_code = 0
@@ -246,12 +248,17 @@ class ClipTermApp(App[int]):
         self.controller.submit(SetTheme(self.theme))
         self._small(self.size.height)
         self.query_one(ParamTable).focus()
+        self.collector.start()
+        self.set_interval(self.collector.every, self.collector.tick)
         worker = self.run_worker(self.controller.loop, thread=True, name="engine", group="engine", exit_on_error=False)
         self.controller.cancelled = lambda: worker.is_cancelled
         if not self.is_headless:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGHUP, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def on_unmount(self) -> None:
+        self.collector.stop()
 
     def _on_signal(self, sig: int) -> None:
         """SIGHUP/SIGTERM: start the final save at once, then leave.
@@ -451,8 +458,10 @@ class ClipTermApp(App[int]):
             self._draw()
 
     async def on_event(self, event: events.Event) -> None:
-        """Every key holds the worker's next step back until the screen shows the key's effect."""
+        """Every key holds the worker's next step back until the screen shows the key's effect, and the
+        garbage collector's next full pass until the keys stop coming."""
         if isinstance(event, events.Key) and not self._quitting:
+            self.collector.key()
             self.controller.give_way()
             self.call_after_refresh(self.controller.resume)
         await super().on_event(event)
