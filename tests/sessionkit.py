@@ -12,10 +12,12 @@ import io
 import os
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import time
 import tomllib
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -178,3 +180,28 @@ def run_killed_at_recipe(session: Path, *argv: object) -> None:
         os.kill(child.pid, signal.SIGKILL)
     finally:
         assert child.wait(30) == -signal.SIGKILL
+
+
+_CHANNELS = {0: 1, 2: 3, 3: 1, 6: 4}  # PNG colour type -> samples a pixel
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_png(path: Path, w: int, h: int, colour_type: int = 2, rows: bool = True, plte: bytes = b"") -> Path:
+    """A valid 8-bit PNG of one colour, streamed row by row (or only its header when rows is False)."""
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)))
+        if plte:
+            f.write(_chunk(b"PLTE", plte))
+        comp = zlib.compressobj(1)
+        pixel = b"\x01" if colour_type == 3 else bytes([200, 30, 30, 255][: _CHANNELS[colour_type]])
+        row = b"\x00" + pixel * w
+        for _ in range(h if rows else 0):
+            data = comp.compress(row)
+            if data:
+                f.write(_chunk(b"IDAT", data))
+        f.write(_chunk(b"IDAT", comp.flush()))
+        f.write(_chunk(b"IEND", b""))
+    return path

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sessionkit import cli, snapshot
+from sessionkit import cli, snapshot, write_png
 
 from clipterm import shapes
 from clipterm.launch import Progress
@@ -96,6 +96,7 @@ def test_examples_of_a_resnet_stage(renders, tmp_path, capsys):
         ("junk", [], "none of its 2 files is a readable image"),
         ("missing", [], "no such folder"),
         ("file", [], "is not a folder"),
+        ("bomb", [], "none of its 2 files is a readable image"),
         ("renders", ["--block", "3"], "block 3 is out of range: shapes-a has blocks 0-2"),
         ("renders", ["--channel", "128"], "has channels 0-127"),
     ],
@@ -110,6 +111,10 @@ def test_examples_refuses_bad_input_in_one_line_and_writes_nothing(renders, tmp_
         (folder / "b.jpg").write_bytes(b"")
     elif make == "file":
         folder.write_text("x")
+    elif make == "bomb":  # a 60000 x 60000 header, and one claiming more pixels than clipterm decodes
+        folder.mkdir()
+        write_png(folder / "bomb.png", 60000, 60000, rows=False)
+        write_png(folder / "big.png", 12000, 12000, rows=False)
     out = tmp_path / "made" / "sheet.png"
     flags = {"--block": "2", "--channel": "5"}
     for k, v in zip(extra[::2], extra[1::2]):

@@ -3,52 +3,27 @@
 Image bombs (a 69-byte PNG claiming 60000 x 60000 pixels, a real 20000 x 20000 PNG) end in one
 line and exit code 2, not a DecompressionBombError traceback; a 12000 x 12000 photo is read in a
 fraction of the 1.1 GB a plain Image.open().load().convert() costs. Big PNGs are written row by
-row with zlib here, so the tests never hold their pixels in memory.
+row with zlib (sessionkit.write_png), so the tests never hold their pixels in memory.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from sessionkit import cli
+from sessionkit import cli, write_png
 
 from clipterm import batch
 from clipterm.errors import ClipTermError
 from clipterm.images import READ_SIDE, ImageReadError, read_image
 
 PEAK_LIMIT_MB = 500
-CHANNELS = {0: 1, 2: 3, 3: 1, 6: 4}  # PNG colour type -> samples a pixel
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def write_png(path: Path, w: int, h: int, colour_type: int = 2, rows: bool = True, plte: bytes = b"") -> Path:
-    """A valid 8-bit PNG of one colour, streamed row by row (or only its header when rows is False)."""
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)))
-        if plte:
-            f.write(_chunk(b"PLTE", plte))
-        comp = zlib.compressobj(1)
-        pixel = b"\x01" if colour_type == 3 else bytes([200, 30, 30, 255][: CHANNELS[colour_type]])
-        row = b"\x00" + pixel * w
-        for _ in range(h if rows else 0):
-            data = comp.compress(row)
-            if data:
-                f.write(_chunk(b"IDAT", data))
-        f.write(_chunk(b"IDAT", comp.flush()))
-        f.write(_chunk(b"IEND", b""))
-    return path
 
 
 def read_in_child(path: Path) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sessionkit import RUN_FLAGS, cli, clipterm, lane_arrays, read_doc, run_killed_at_recipe, snapshot
+from sessionkit import RUN_FLAGS, cli, clipterm, lane_arrays, read_doc, run_killed_at_recipe, snapshot, write_png
 
 from clipterm import initimage, shapes
 from clipterm import recipe as rc
@@ -136,8 +136,9 @@ def _truncated(d: Path) -> Path:
         (_file("text.png", b"not a picture"), "not a readable image"),
         (_truncated, "not a readable image"),
         (lambda d: d, "is a directory"),
+        (lambda d: write_png(d / "bomb.png", 60000, 60000, rows=False), "decompression bomb"),
     ],
-    ids=["missing", "empty", "text", "truncated", "directory"],
+    ids=["missing", "empty", "text", "truncated", "directory", "bomb-header"],
 )
 @pytest.mark.parametrize("batch", [False, True], ids=["run", "batch"])
 def test_a_bad_init_picture_is_one_line_and_writes_nothing(tmp_path, capsys, make, needle, batch):
