@@ -1,9 +1,15 @@
-"""Golden trajectories recorded on main at c9dc5a8, before the engine became pluggable lane parts.
+"""Golden trajectories of the three seed presets, and a format-1 session that must resume.
 
-The three seed presets must stay bit-identical: same image.npy and history.npy after 30 steps on
-both bundled models (a fixed seed, one thread, in a child process so no other test's thread settings
-leak in). A session written by that commit (tests/fixtures/v1-session, format 1) must open and
-resume to exactly what that commit's one-go run produced.
+The seed presets' trajectories were recorded bit-identical to c9dc5a8 (before the engine became
+pluggable lane parts) as sha256s. Float kernels are not bit-identical across CPUs: on an AVX-512
+machine every hash missed, with the first 20 steps of `tests/fixtures/v1-session` (made on another
+machine) reproduced to 8e-7 in similarity and 4e-4 in any pixel. So the trajectories are now kept
+as arrays (`tests/fixtures/golden/`, recorded at bbb3bb6 with one thread by `golden_run`)
+and compared with a tolerance far below what a changed recipe moves (a changed view draw,
+weight or learning rate moves them by 1e-2 to 1). The ResNet (shapes-b) amplifies kernel noise
+chaotically (2 threads against 1: self-guided differs by 1e-3 at step 4, by 0.13 at step 21), so
+its unstable presets are compared over the steps where the noise stays below 1e-4. Each run is in a
+child process, one thread, so no other test's thread settings leak in.
 """
 
 from __future__ import annotations
@@ -12,21 +18,24 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sessionkit import clipterm
 
 PROMPT = "a red circle on a black background"
+GOLDEN_DIR = Path(__file__).parent / "fixtures" / "golden"
+# (model, preset) -> steps compared
 GOLDEN = {
-    ("shapes-a", "unconstrained"): ("d09ca06c508eef7e", "635e89067167bb68"),
-    ("shapes-a", "constrained"): ("da372f6079dc66ea", "f7c8c7f98b677d7b"),
-    ("shapes-a", "self-guided"): ("6ae21a0a971f1056", "964e5552d37276cd"),
-    ("shapes-b", "unconstrained"): ("81df33f4db705b7e", "6ddc29669843b9ec"),
-    ("shapes-b", "constrained"): ("818ac9da76278236", "def16e0051eefa9f"),
-    ("shapes-b", "self-guided"): ("0c064098972e30bd", "986a05894a32daa1"),
+    ("shapes-a", "unconstrained"): 30,
+    ("shapes-a", "constrained"): 30,
+    ("shapes-a", "self-guided"): 30,
+    ("shapes-b", "unconstrained"): 8,
+    ("shapes-b", "constrained"): 30,
+    ("shapes-b", "self-guided"): 3,
 }
+IMAGE_ATOL = 2e-2  # any pixel, after the run
+HISTORY_TOL = 1e-3  # relative and absolute, every column of every step
 FIXTURE = Path(__file__).parent / "fixtures" / "v1-session"
-# lane -> (image.npy, history.npy) sha256 prefixes of the one-go 40-step run at c9dc5a8
-RESUMED = {"a": ("0dd578391424719899a5", "7c22449aff29eefd3158"), "b": ("4e88fdfaaf4369f996b4", "f5887b26682d85efd6f3")}
 FIXTURE_ARGS = [
     "--prompt",
     "a blue square on a white background",
@@ -50,18 +59,38 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("model,preset", sorted(GOLDEN))
-def test_seed_presets_are_bit_identical_to_the_recorded_trajectories(tmp_path, model, preset):
-    out = tmp_path / "s"
-    argv = ["run", out, "--prompt", PROMPT, "--steps", "30", "--model", model, "--device", "cpu", "--seed", "7"]
+def golden_run(out: Path, model: str, preset: str, steps: int) -> None:
+    """The recorded run: one lane of `preset`, seed 7, `steps` steps (also how the arrays were made)."""
+    argv = ["run", out, "--prompt", PROMPT, "--steps", str(steps), "--model", model, "--device", "cpu", "--seed", "7"]
     argv += ["--lanes", "a", "--mode-a", preset, "--quiet", "--eval-every", "10"]
     if preset == "constrained":
         argv += ["--views", "4"]
     r = clipterm(*argv)
     assert r.returncode == 0, r.stderr
-    image, history = GOLDEN[(model, preset)]
-    assert sha(out / "lane-a" / "image.npy").startswith(image)
-    assert sha(out / "lane-a" / "history.npy").startswith(history)
+
+
+def assert_close_run(lane: Path, image: np.ndarray, history: np.ndarray) -> None:
+    got_image, got_history = np.load(lane / "image.npy"), np.load(lane / "history.npy")
+    assert got_history.shape == history.shape
+    assert float(np.abs(got_image - image).max()) < IMAGE_ATOL
+    np.testing.assert_allclose(got_history, history, rtol=HISTORY_TOL, atol=HISTORY_TOL)
+
+
+@pytest.mark.parametrize("model,preset", sorted(GOLDEN))
+def test_seed_presets_follow_the_recorded_trajectories(tmp_path, model, preset):
+    out = tmp_path / "s"
+    golden_run(out, model, preset, GOLDEN[(model, preset)])
+    recorded = np.load(GOLDEN_DIR / f"{model}-{preset}.npz")
+    assert_close_run(out / "lane-a", recorded["image"], recorded["history"])
+
+
+def test_the_recorded_trajectories_tell_the_presets_apart():
+    """The tolerance is not vacuous: every pair of recorded runs on one model differs by far more."""
+    for model in ("shapes-a", "shapes-b"):
+        images = [np.load(GOLDEN_DIR / f"{m}-{p}.npz")["image"] for (m, p) in sorted(GOLDEN) if m == model]
+        for i, a in enumerate(images):
+            for b in images[i + 1 :]:
+                assert float(np.abs(a - b).max()) > 10 * IMAGE_ATOL
 
 
 def test_bundled_weights_are_the_recorded_files():
@@ -71,11 +100,20 @@ def test_bundled_weights_are_the_recorded_files():
 
 
 def test_a_format_1_session_resumes_to_the_one_go_result(tmp_path):
+    """The format-1 fixture (20 steps, written by c9dc5a8) resumed to 40 steps matches a one-go
+    40-step run made now, keeps its own first 20 history rows exactly, and is format 2 after."""
     work = tmp_path / "v1"
     shutil.copytree(FIXTURE, work)
     r = clipterm("run", work, "--steps", "40", *FIXTURE_ARGS)
     assert r.returncode == 0, r.stderr
     assert "resumed" in r.stderr
-    for lane, (image, history) in RESUMED.items():
-        assert sha(work / f"lane-{lane}" / "image.npy").startswith(image), lane
-        assert sha(work / f"lane-{lane}" / "history.npy").startswith(history), lane
+    one_go = tmp_path / "one-go"
+    r = clipterm("run", one_go, "--steps", "40", "--lanes", "ab", *FIXTURE_ARGS)
+    assert r.returncode == 0, r.stderr
+    for lane in ("a", "b"):
+        old = np.load(FIXTURE / f"lane-{lane}" / "history.npy")
+        resumed = np.load(work / f"lane-{lane}" / "history.npy")
+        np.testing.assert_array_equal(resumed[:20], old)
+        ref = one_go / f"lane-{lane}"
+        assert_close_run(work / f"lane-{lane}", np.load(ref / "image.npy"), np.load(ref / "history.npy"))
+    assert "format_version = 2" in (work / "session.toml").read_text()
