@@ -22,7 +22,7 @@ from PIL import Image
 from clipterm.errors import ModelUnavailable
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-BUNDLED = ("shapes-a", "shapes-b", "shapes-c")
+BUNDLED = ("shapes-a", "shapes-b", "shapes-c", "shapes-d")
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "openai"
 FALLBACK_MODEL = "shapes-a"

@@ -28,6 +28,12 @@ def shapes_c():
     return load_model("shapes-c", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def shapes_d():
+    """The tuning judge of ensembles that contain shapes-b (shapes-a's architecture, seed 4)."""
+    return load_model("shapes-d", device="cpu")
+
+
 @pytest.fixture
 def shared_shapes_a(monkeypatch, shapes_a):
     """Make app code reuse the session-scoped shapes-a bundle instead of reloading it for each app."""

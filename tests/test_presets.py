@@ -10,11 +10,13 @@ from clipterm.presets import SHIPPED, available
 from clipterm.runner import extra_models
 
 HELD_OUT = "shapes-c"  # the judge that nothing is optimized, tuned or selected on
+TUNING = "shapes-d"  # the tuning judge of ensembles: a judge in an objective could not judge it
 
 
 def test_the_shipped_presets_are_the_documented_ones():
     names = {p.stem for p in SHIPPED.glob("*.toml")}
     assert {"unconstrained", "constrained", "self-guided", "lucid", "pyramid", "cutouts", "ensemble"} <= names
+    assert {"pyramid-shift", "pyramid-zoomout", "pyramid-ensemble"} <= names
     for name in names:
         p = available()[name]
         assert p.origin == "shipped" and p.about and p.source, name
@@ -24,6 +26,7 @@ def test_the_shipped_presets_are_the_documented_ones():
 def test_every_preset_paints_a_picture_in_range(shapes_a, name):
     spec = available()[name].spec
     assert HELD_OUT not in spec.models()  # the held-out judge is never part of an objective
+    assert TUNING not in spec.models()
     e = Engine(shapes_a, "a blue square on a white background", {"x": spec}, seed=1, eval_every=0,
                models=extra_models({"x": spec}, shapes_a))  # fmt: skip
     e.step(3)
