@@ -10,7 +10,8 @@ optimized against. 'top-1' is the fraction of prompts whose own caption the judg
 the 24 base captions (chance: 4 %). A judge that is part of a preset's objective (an ensemble) is
 not a judge for that preset: its cells read '—'.
 
-Held-out discipline: tune with --judges shapes-b only; shapes-c is looked at once, for the report.
+Held-out discipline: tune with --judges shapes-b (and shapes-d for ensembles that contain shapes-b)
+only; shapes-c is looked at once, for the report.
 With --seeds K every number is the mean over seeds 0..K-1 with the range of the per-seed means.
 """
 

@@ -201,7 +201,9 @@ def test_a_four_lane_run_equals_each_lane_run_alone(shapes_a):
         a, b = together.lane_state(name), alone.lane_state(name)
         assert set(a) == set(b)
         for key in a:
-            np.testing.assert_allclose(a[key], b[key], rtol=0, atol=2e-5, err_msg=f"{name}/{key}")
+            # 1e-4: batched and single matmuls round differently (2.6e-5 after 6 steps on an AVX-512 CPU);
+            # a lane that leaked into another would differ by 1e-2 or more
+            np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-4, err_msg=f"{name}/{key}")
 
 
 def test_four_lanes_take_one_batched_pass(shapes_a, monkeypatch):
