@@ -63,3 +63,21 @@ def logit(canvas: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """Inverse of the sigmoid output, with the canvas kept off 0 and 1."""
     x = canvas.clamp(eps, 1 - eps)
     return torch.log(x) - torch.log1p(-x)
+
+
+def figure_and_ground(target: torch.Tensor, grey_ground: bool = False) -> tuple[torch.Tensor, ...]:
+    """A picture (1,3,H,W) read as one figure on a ground, for the two-colour parameterizations'
+    `fit`: the ground is the border's mean colour (its grey, with `grey_ground`), the figure the mean
+    of the pixels at least half as far from it as the farthest, and each pixel's weight its position
+    between the two along the ground-to-figure line (0 ground, 1 figure; not clamped).
+    Returns (ground, figure, weight), shapes (1,3,1,1), (1,3,1,1), (1,1,H,W)."""
+    border = torch.cat([target[..., 0, :], target[..., -1, :], target[..., :, 0], target[..., :, -1]], dim=-1)
+    ground = border.mean(dim=-1).reshape(1, 3, 1, 1)
+    if grey_ground:
+        ground = ground.mean(dim=1, keepdim=True).expand(1, 3, 1, 1)
+    dist = (target - ground).norm(dim=1, keepdim=True)
+    far = dist >= 0.5 * dist.max().clamp_min(1e-6)
+    figure = (target * far).sum(dim=(2, 3), keepdim=True) / far.sum().clamp_min(1)
+    span = figure - ground
+    weight = ((target - ground) * span).sum(dim=1, keepdim=True) / (span * span).sum().clamp_min(1e-6)
+    return ground, figure, weight

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from clipterm.lazy import F, no_grad, torch
 from clipterm.parts.base import setting
-from clipterm.parts.image import ImageParam, logit, register_param
+from clipterm.parts.image import ImageParam, figure_and_ground, logit, register_param
 
 RAYS = 128  # angles sampled when fitting a picture's outline
 CENTRE_SPAN = 0.8  # the centre stays within +-0.8 of the canvas's half-width
@@ -109,15 +109,8 @@ class Outline(ImageParam):
         a ground is matched only roughly: the returned max abs error says how far."""
         first = self.tensors["ground"]
         target = canvas.to(first).float()
-        border = torch.cat([target[..., 0, :], target[..., -1, :], target[..., :, 0], target[..., :, -1]], dim=-1)
-        ground = border.mean(dim=-1).reshape(1, 3, 1, 1)
-        if self.settings.ground == "grey":
-            ground = ground.mean(dim=1, keepdim=True).expand(1, 3, 1, 1)
-        dist = (target - ground).norm(dim=1, keepdim=True)
-        far = dist >= 0.5 * dist.max().clamp_min(1e-6)
-        figure = (target * far).sum(dim=(2, 3), keepdim=True) / far.sum().clamp_min(1)
-        span = figure - ground
-        weight = (((target - ground) * span).sum(dim=1, keepdim=True) / (span * span).sum().clamp_min(1e-6)).clamp(0, 1)
+        ground, figure, weight = figure_and_ground(target, grey_ground=self.settings.ground == "grey")
+        weight = weight.clamp(0, 1)
         x, y = _grid(self.size, target.device, target.dtype)
         mass = weight.sum().clamp_min(1e-6)
         centre = torch.stack([(weight * x).sum() / mass, (weight * y).sum() / mass]).clamp(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from clipterm.lazy import F, no_grad, torch
 from clipterm.parts.base import setting
-from clipterm.parts.image import ImageParam, logit, register_param
+from clipterm.parts.image import ImageParam, figure_and_ground, logit, register_param
 from clipterm.parts.param_pyramid import level_sides, level_sum
 
 
@@ -63,13 +63,7 @@ class Silhouette(ImageParam):
         than two colours cannot be matched: the returned max abs error says how far it is."""
         first = self.tensors["ground"]
         target = canvas.to(first).float()
-        border = torch.cat([target[..., 0, :], target[..., -1, :], target[..., :, 0], target[..., :, -1]], dim=-1)
-        ground = border.mean(dim=-1).reshape(1, 3, 1, 1)
-        dist = (target - ground).norm(dim=1, keepdim=True)
-        far = dist >= 0.5 * dist.max().clamp_min(1e-6)
-        figure = (target * far).sum(dim=(2, 3), keepdim=True) / far.sum().clamp_min(1)
-        span = figure - ground
-        weight = ((target - ground) * span).sum(dim=1, keepdim=True) / (span * span).sum().clamp_min(1e-6)
+        ground, figure, weight = figure_and_ground(target)
         self.tensors["ground"].copy_(logit(ground))
         self.tensors["figure"].copy_(logit(figure))
         levels = self._levels()
