@@ -33,12 +33,28 @@ def sample_affine(
     return theta.float()
 
 
+def border_mean(images: torch.Tensor) -> torch.Tensor:
+    """(n, C, 1, 1): the mean colour of each image's outermost ring of pixels (differentiable)."""
+    ring = torch.cat([images[..., 0, :], images[..., -1, :], images[..., 1:-1, 0], images[..., 1:-1, -1]], dim=-1)
+    return ring.mean(dim=-1)[..., None, None]
+
+
 def apply_affine(images: torch.Tensor, theta: torch.Tensor, fill: str = "zeros") -> torch.Tensor:
     """Warp (1 or n, C, H, W) images by n matrices; areas outside the canvas become 0 (black), or
-    repeat the edge ("border") or mirror the canvas ("reflection")."""
+    repeat the edge ("border"), mirror the canvas ("reflection"), or take one flat colour, the mean
+    of the canvas's outer ring ("ground").
+
+    "ground" is what makes zoomed-out views ask for one object on a ground: the canvas sits in a
+    flat field of its own edge colour, so an edge that is not the ground shows as the canvas's own
+    frame (a square), and only a canvas whose rim is one colour blends into its surroundings, as a
+    base-world picture would. "border" instead smears each edge pixel outward into stripes.
+    """
     n = theta.shape[0]
     x = images.expand(n, -1, -1, -1) if images.shape[0] == 1 else images
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    if fill == "ground":
+        ground = border_mean(x)
+        return F.grid_sample(x - ground, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + ground
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=fill, align_corners=False)
 
 

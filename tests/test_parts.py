@@ -142,10 +142,10 @@ def test_cutouts_take_the_crop_they_claim():
     assert abs(float(out[0, 0, 0, -1]) - ((ox + side) * 64 - 0.75)) < 1.0
 
 
-@pytest.mark.parametrize("fill", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("fill", ["zeros", "border", "reflection", "ground"])
 def test_affine_fill_decides_what_the_uncovered_area_shows(fill):
     """A white canvas zoomed out and shifted: black corners with "zeros" (seed 004's views), still
-    white with "border" or "reflection" (a white ground is not shown to the model against black)."""
+    white with "border", "reflection" or "ground" (a white ground is not shown to the model against black)."""
     white = torch.full((1, 3, 64, 64), 0.94)
     t = _transform("affine", degrees=20.0, translate=0.2, scale_min=0.6, scale_max=0.7, flip_p=0.0, fill=fill)
     views = t(white, 8, torch.Generator().manual_seed(1))
@@ -154,6 +154,27 @@ def test_affine_fill_decides_what_the_uncovered_area_shows(fill):
         assert darkest == 0.0
     else:
         assert darkest > 0.93
+
+
+def test_ground_fill_is_one_flat_colour_the_mean_of_the_canvas_rim():
+    """"ground" surrounds a zoomed-out canvas with the mean colour of its outer ring, one colour for
+    the whole uncovered area: a canvas whose left edge is red and right edge blue gets a purple field
+    where "border" would repeat red on one side and blue on the other. The fill is differentiable
+    in the rim, so the rim is pulled toward what the model wants around the picture."""
+    canvas = torch.zeros(1, 3, 64, 64)
+    canvas[:, 0, :, :32] = 1.0  # left half red
+    canvas[:, 2, :, 32:] = 1.0  # right half blue
+    canvas.requires_grad_(True)
+    zoom = dict(degrees=0.0, translate=0.0, scale_min=0.5, scale_max=0.5, flip_p=0.0)
+    ground = _transform("affine", fill="ground", **zoom)(canvas, 1, torch.Generator().manual_seed(0))
+    border = _transform("affine", fill="border", **zoom)(canvas.detach(), 1, torch.Generator().manual_seed(0))
+    corners = ground[0, :, [0, 0, -1, -1], [0, -1, 0, -1]]  # (3, 4): the four corners' colours
+    assert torch.allclose(corners, torch.tensor([0.5, 0.0, 0.5]).view(3, 1).expand(3, 4), atol=1e-6)
+    assert torch.allclose(ground[0, :, 32, 32], canvas[0, :, 32, 32].detach(), atol=0.51)  # the canvas is still there
+    assert float(border[0, 0, 0, 0]) == 1.0 and float(border[0, 2, 0, -1]) == 1.0  # border: red left, blue right
+    ground[0, :, 0, 0].sum().backward()
+    rim, inside = canvas.grad[0, :, 0, :].abs().sum(), canvas.grad[0, :, 20:44, 20:44].abs().sum()
+    assert float(rim) > 0 and float(inside) == 0.0
 
 
 def spec_with(base: str, **changes) -> LaneSpec:

@@ -18,9 +18,10 @@ class AffineSettings:
     scale_min: float = setting(0.9, float, 0.1, 4.0, doc="smallest zoom")
     scale_max: float = setting(1.1, float, 0.1, 4.0, doc="largest zoom")
     flip_p: float = setting(0.3, float, 0.0, 1.0, doc="probability of a horizontal flip")
-    # what fills the area a view uncovers: black (seed 004), or the canvas's own edge pixels, so a
-    # white ground is not shown to the model with black corners it must paint against
-    fill: str = setting("zeros", str, choices=("zeros", "border", "reflection"), doc="uncovered area")
+    # what fills the area a view uncovers: black (seed 004), the canvas's own edge pixels (so a white
+    # ground is not shown to the model with black corners it must paint against), or one flat colour,
+    # the mean of the canvas's rim ("ground": see augment.apply_affine)
+    fill: str = setting("zeros", str, choices=("zeros", "border", "reflection", "ground"), doc="uncovered area")
 
     def check(self, where: str) -> None:
         if self.scale_min > self.scale_max:
