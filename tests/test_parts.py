@@ -157,7 +157,7 @@ def test_affine_fill_decides_what_the_uncovered_area_shows(fill):
 
 
 def test_ground_fill_is_one_flat_colour_the_mean_of_the_canvas_rim():
-    """"ground" surrounds a zoomed-out canvas with the mean colour of its outer ring, one colour for
+    """The "ground" fill surrounds a zoomed-out canvas with the mean colour of its outer ring, one colour for
     the whole uncovered area: a canvas whose left edge is red and right edge blue gets a purple field
     where "border" would repeat red on one side and blue on the other. The fill is differentiable
     in the rim, so the rim is pulled toward what the model wants around the picture."""
