@@ -44,10 +44,12 @@ def apply_affine(images: torch.Tensor, theta: torch.Tensor, fill: str = "zeros")
     repeat the edge ("border"), mirror the canvas ("reflection"), or take one flat colour, the mean
     of the canvas's outer ring ("ground").
 
-    "ground" is what makes zoomed-out views ask for one object on a ground: the canvas sits in a
+    "ground" is meant to make zoomed-out views ask for one object on a ground: the canvas sits in a
     flat field of its own edge colour, so an edge that is not the ground shows as the canvas's own
     frame (a square), and only a canvas whose rim is one colour blends into its surroundings, as a
-    base-world picture would. "border" instead smears each edge pixel outward into stripes.
+    base-world picture would; "border" instead smears each edge pixel outward into stripes. The rim
+    colour is free, though: shapes-a also accepts a figure and ground swapped (bench/RESULTS.md,
+    report 3).
     """
     n = theta.shape[0]
     x = images.expand(n, -1, -1, -1) if images.shape[0] == 1 else images
