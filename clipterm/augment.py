@@ -55,7 +55,7 @@ def apply_affine(images: torch.Tensor, theta: torch.Tensor, fill: str = "zeros")
     x = images.expand(n, -1, -1, -1) if images.shape[0] == 1 else images
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     if fill == "ground":
-        ground = border_mean(x)
+        ground = border_mean(images)  # once per image, not per view: (1 or n, C, 1, 1) broadcasts
         return F.grid_sample(x - ground, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + ground
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=fill, align_corners=False)
 
