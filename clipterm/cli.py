@@ -25,6 +25,7 @@ SUBCOMMANDS = (
     "info",
     "judge",
     "train-shapes",
+    "train-prior",
     "score",
     "export",
     "analyze",
@@ -281,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=_positive_int, default=1000)
     t.add_argument("--batch", type=_positive_int, default=128)
     t.add_argument("--lr", type=float, default=1e-3)
+
+    tp = sub.add_parser("train-prior", help="train the shape prior that the vae parameterization paints through")
+    tp.add_argument("--out", type=Path, required=True)
+    tp.add_argument("--seed", type=_seed, default=0)
+    tp.add_argument("--steps", type=_positive_int, default=5000)
+    tp.add_argument("--batch", type=_positive_int, default=64)
     return p
 
 
@@ -534,6 +541,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_prior(args: argparse.Namespace) -> int:
+    from clipterm import prior
+    from clipterm.outputs import check_output
+
+    if args.steps < 1 or args.batch < 2:
+        raise ClipTermError("--steps must be >= 1 and --batch >= 2")
+    check_output(args.out)
+    rep = prior.train(args.out, args.seed, args.steps, args.batch, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(rep))
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     """One line per preset: name, where it comes from (and the user file that overrides it), its parts."""
     from clipterm import presets
@@ -600,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
             "info": cmd_info,
             "judge": cmd_judge,
             "train-shapes": cmd_train,
+            "train-prior": cmd_train_prior,
             "score": cmd_score,
             "export": cmd_export,
             "analyze": cmd_analyze,

@@ -279,6 +279,8 @@ KINDS = [
     "p=constrained,param=pyramid,views=2,transforms=cutouts,schedule=cosine,warmup=3",
     "--lane",
     "e=self-guided,models=shapes-a+shapes-b",
+    "--lane",
+    "v=vae-ground,views=2",
 ]
 KIND_STEPS = 12
 
@@ -289,6 +291,7 @@ def test_every_kind_of_lane_resumes_exactly_after_a_split_run_and_after_sigkill(
     assert proc.returncode == 0, proc.stderr
     want = lane_arrays(one_go)
     assert {"lane-f/spectrum.npy", "lane-p/level1.npy", "lane-p/opt_exp_avg_sq_level64.npy"} <= set(want)
+    assert "lane-v/code.npy" in want
     split = tmp_path / "split"
     for steps in (KIND_STEPS // 2, KIND_STEPS):
         proc = clipterm(*run_args(split, steps), *KINDS)

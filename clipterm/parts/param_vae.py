@@ -1,0 +1,92 @@
+"""`vae`: one figure on a ground, the figure's mask drawn by a learned shape prior.
+
+Like `silhouette`, the picture is two flat colours blended by one mask, so a lane cannot paint a
+texture of colour fragments. Unlike it, the mask is not free: it is the decoder of a small VAE
+(`clipterm.prior`) trained on masks of single figures, applied to a 16-number code. So the model
+can only move among whole figures, the way VQGAN+CLIP paints through a generator trained on
+pictures. The prior never saw a caption or a CLIP model; which figure a prompt gets is the
+optimizing model's choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clipterm import prior
+from clipterm.lazy import F, no_grad, torch
+from clipterm.parts.base import setting
+from clipterm.parts.image import ImageParam, figure_and_ground, logit, register_param
+
+COLOUR_GAIN = 4.0  # colour logits are scaled up so that one learning rate suits the code and the colours
+FIT_STEPS = 40  # gradient steps refining the encoder's code when fitting a picture
+
+
+@dataclass(frozen=True)
+class VaeSettings:
+    init_std: float = setting(0.5, float, 0.0, 10.0, live=False, doc="spread of the code's start")
+    colour_std: float = setting(0.0, float, 0.0, 10.0, live=False, doc="spread of the two colours' start (0: grey)")
+    max_norm: float = setting(6.0, float, 0.0, 100.0, doc="longest code (0: any); keeps it where the prior learned")
+
+
+@register_param
+class Vae(ImageParam):
+    name = "vae"
+    Settings = VaeSettings
+    about = "a figure colour and a ground colour blended by a mask from a learned shape prior"
+
+    @classmethod
+    def shapes(cls, settings: VaeSettings, size: int) -> dict[str, tuple[int, ...]]:
+        return {"code": (prior.latent_size(),), "ground": (3, 1, 1), "figure": (3, 1, 1)}
+
+    def init(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        code = torch.randn((1, prior.latent_size()), generator=gen) * self.settings.init_std
+        colours = torch.randn((1, 6, 1, 1), generator=gen) * self.settings.colour_std / COLOUR_GAIN
+        return {"code": code, "ground": colours[:, :3], "figure": colours[:, 3:]}
+
+    def _decoder(self):
+        return prior.load(str(self.tensors["code"].device))
+
+    def mask(self) -> torch.Tensor:
+        """The figure's weight per pixel, (1,1,H,W) in (0,1), at the canvas size."""
+        logits = self._decoder().logits(self.tensors["code"])
+        if logits.shape[-1] != self.size:
+            logits = F.interpolate(logits, size=(self.size, self.size), mode="bilinear")
+        return torch.sigmoid(logits)
+
+    def image(self) -> torch.Tensor:
+        ground = torch.sigmoid(COLOUR_GAIN * self.tensors["ground"])
+        figure = torch.sigmoid(COLOUR_GAIN * self.tensors["figure"])
+        return ground + self.mask() * (figure - ground)
+
+    @no_grad
+    def after_step(self) -> None:
+        """Pull the code back inside `max_norm`: far out, the decoder draws shapes it never learned."""
+        if self.settings.max_norm > 0:
+            code = self.tensors["code"]
+            code.mul_((self.settings.max_norm / code.norm().clamp_min(1e-12)).clamp(max=1.0))
+
+    def fit(self, canvas: torch.Tensor) -> float:
+        """The nearest figure on a ground: the colours as `silhouette` reads them, the code from the
+        prior's encoder, refined by a few gradient steps on the mask. A picture that is not one
+        figure on a ground cannot be matched: the returned max abs error says how far it is."""
+        code = self.tensors["code"]
+        target = canvas.to(code).float()
+        with torch.no_grad():
+            ground, figure, weight = figure_and_ground(target)
+            self.tensors["ground"].copy_(logit(ground) / COLOUR_GAIN)
+            self.tensors["figure"].copy_(logit(figure) / COLOUR_GAIN)
+            want = weight.clamp(0, 1)
+            decoder = self._decoder()
+            small = want if want.shape[-1] == prior.SIZE else F.interpolate(want, size=(prior.SIZE,) * 2, mode="area")
+            code.copy_(decoder.encode(small)[0])
+        trial = code.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([trial], lr=0.05)
+        with torch.enable_grad():
+            for _ in range(FIT_STEPS):
+                loss = F.binary_cross_entropy_with_logits(decoder.logits(trial), small)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            code.copy_(trial)
+            return float((self.image() - target).abs().max())

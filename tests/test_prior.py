@@ -1,0 +1,116 @@
+"""The shape prior (`clipterm.prior`) and the `vae` parameterization that paints through it: a
+lane drawn with it shows one figure on a ground, and the shipped prior really draws the base
+world's figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from clipterm import prior
+from clipterm.cli import main
+from clipterm.errors import ClipTermError
+from clipterm.parts.base import lookup
+from clipterm.shapes import render
+
+
+def make(size: int = 64, seed: int = 0, **settings):
+    cls = lookup("param", "vae", "param")
+    return cls(cls.Settings(**settings), size, torch.device("cpu"), seed)
+
+
+def picture(colour: str, shape: str, ground: str, r: int = 18, cx: int = 32, cy: int = 34) -> torch.Tensor:
+    return torch.from_numpy(render(colour, shape, ground, r, cx, cy).astype(np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def test_masks_are_single_binary_figures_inside_the_canvas():
+    rng = np.random.default_rng(3)
+    ms = [prior.render_mask(rng) for _ in range(300)]
+    assert all(set(np.unique(m)) <= {0, 255} for m in ms)
+    areas = np.array([(m > 0).sum() for m in ms])
+    assert 0 < (areas == 0).sum() < 30  # a few plain grounds, not many
+    full = [m for m in ms if m.any()]
+    rims = [np.concatenate([m[0], m[-1], m[:, 0], m[:, -1]]) for m in full]
+    assert all((rim > 0).mean() < 0.5 for rim in rims)  # a figure on a ground, never a ground-filling one
+    assert areas.max() < 64 * 64 * 0.9 and np.median(areas[areas > 0]) > 100
+    # deterministic per seed
+    assert np.array_equal(prior.render_mask(np.random.default_rng(9)), prior.render_mask(np.random.default_rng(9)))
+
+
+def test_the_shipped_prior_redraws_the_base_world_figures():
+    """Encoded and decoded, each base shape comes back as itself (a real check of the bundled weights,
+    not plumbing): intersection over union of the thresholded masks."""
+    vae = prior.load()
+    for shape in ("circle", "square", "triangle"):
+        for r, cx, cy in ((11, 20, 22), (18, 32, 34), (22, 40, 41)):
+            red = render("red", shape, "black", r, cx, cy)[..., 0] > 100
+            m = torch.from_numpy(red.astype(np.float32))[None, None]
+            with torch.no_grad():
+                back = torch.sigmoid(vae.logits(vae.encode(m)[0])) > 0.5
+            inter = float((back & (m > 0.5)).sum())
+            union = float((back | (m > 0.5)).sum())
+            assert inter / union > 0.9, (shape, r)
+    record = json.loads((prior.PRIOR_DIR / prior.CONFIG).read_text())
+    assert record["heldout_mean_abs_error"] < 0.02 and record["steps"] >= 1000
+
+
+def test_every_pixel_lies_between_the_ground_and_the_figure_colour():
+    p = make(init_std=2.0, colour_std=2.0)
+    img = p.image().detach()[0].reshape(3, -1)
+    ground = torch.sigmoid(4 * p.tensors["ground"]).detach().reshape(3, 1)
+    figure = torch.sigmoid(4 * p.tensors["figure"]).detach().reshape(3, 1)
+    span = figure - ground
+    t = ((img - ground) * span).sum(0) / (span * span).sum()
+    assert float(t.min()) >= 0 and float(t.max()) <= 1
+    assert torch.allclose(img, ground + t * span, atol=1e-5)
+    assert float(t.std()) > 0.1  # the mask does draw something
+
+
+def test_gradients_reach_the_code_and_both_colours_and_the_canvas_size_follows_the_model():
+    p = make(colour_std=1.0)
+    assert set(p.tensors) == {"code", "ground", "figure"} and p.tensors["code"].shape == (1, prior.latent_size())
+    (p.image() * torch.linspace(-1, 1, 64)).sum().backward()
+    assert all(t.grad is not None and float(t.grad.abs().sum()) > 0 for t in p.parameters())
+    assert make(size=224).image().shape == (1, 3, 224, 224)
+
+
+def test_the_code_is_kept_inside_max_norm():
+    p = make(init_std=5.0, max_norm=3.0)
+    assert float(p.tensors["code"].detach().norm()) > 3.0
+    p.after_step()
+    assert float(p.tensors["code"].detach().norm()) == pytest.approx(3.0, rel=1e-5)
+    free = make(init_std=5.0, max_norm=0.0)
+    before = free.tensors["code"].clone()
+    free.after_step()
+    assert torch.equal(before, free.tensors["code"])
+
+
+def test_a_base_world_picture_fits_closely_and_noise_does_not():
+    canvas = picture("blue", "triangle", "white")
+    p = make()
+    p.fit(canvas)
+    img = p.image().detach()
+    assert float((img - canvas).abs().mean()) < 0.02
+    ground, figure = (torch.sigmoid(4 * p.tensors[k]).flatten() for k in ("ground", "figure"))
+    assert torch.allclose(ground, torch.tensor([240.0] * 3) / 255, atol=0.02)
+    assert torch.allclose(figure, torch.tensor([30.0, 60, 220]) / 255, atol=0.05)
+    noise = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    assert make().fit(noise) > 0.3
+
+
+def test_train_prior_writes_a_prior_that_loads(tmp_path, capsys):
+    """Plumbing only (4 steps; the model is not trained): the command writes weights and a record
+    that `prior.load` reads back, and refuses a broken folder in one line."""
+    out = tmp_path / "p"
+    assert main(["train-prior", "--out", str(out), "--steps", "4", "--batch", "4"]) == 0
+    record = json.loads((out / prior.CONFIG).read_text())
+    assert record["steps"] == 4 and record["config"]["latent"] == prior.latent_size()
+    vae = prior.load("cpu", out)
+    assert vae.logits(torch.zeros(1, prior.latent_size())).shape == (1, 1, 64, 64)
+    (out / prior.CONFIG).write_text("{not json")
+    with pytest.raises(ClipTermError, match="no usable shape prior"):
+        prior.latent_size(out)
+    assert main(["train-prior", "--out", str(out), "--steps", "0"]) == 2
