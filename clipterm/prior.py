@@ -118,8 +118,10 @@ def build(config: dict) -> Any:
     return MaskVAE()
 
 
+@lru_cache(maxsize=4)
 def latent_size(folder: Path = PRIOR_DIR) -> int:
-    """The code length of a prior folder (torch-free: lane tables are validated without torch)."""
+    """The code length of a prior folder (torch-free: lane tables are validated without torch).
+    Cached: every lane's `shapes()` and `init()` ask, and the file does not change under a run."""
     return int(read_config(folder)["latent"])
 
 

@@ -16,6 +16,7 @@ from clipterm import prior
 from clipterm.lazy import F, no_grad, torch
 from clipterm.parts.base import setting
 from clipterm.parts.image import ImageParam, figure_and_ground, logit, register_param
+from clipterm.parts.param_pyramid import upsample
 
 COLOUR_GAIN = 4.0  # colour logits are scaled up so that one learning rate suits the code and the colours
 FIT_STEPS = 40  # gradient steps refining the encoder's code when fitting a picture
@@ -48,10 +49,7 @@ class Vae(ImageParam):
 
     def mask(self) -> torch.Tensor:
         """The figure's weight per pixel, (1,1,H,W) in (0,1), at the canvas size."""
-        logits = self._decoder().logits(self.tensors["code"])
-        if logits.shape[-1] != self.size:
-            logits = F.interpolate(logits, size=(self.size, self.size), mode="bilinear")
-        return torch.sigmoid(logits)
+        return torch.sigmoid(upsample(self._decoder().logits(self.tensors["code"]), self.size))
 
     def image(self) -> torch.Tensor:
         ground = torch.sigmoid(COLOUR_GAIN * self.tensors["ground"])
