@@ -12,6 +12,7 @@ import datetime as _dt
 import hashlib
 import math
 import os
+import random
 import re
 import stat
 import time
@@ -49,6 +50,7 @@ LOCK = ".lock"
 MAX_STEPS = 10_000_000
 MAX_TOML_BYTES = 4 << 20
 MAX_JOURNAL_BYTES = 64 << 10
+RACE_RETRY_S = 10.0  # how long a reader keeps retrying while saves keep landing under its read
 FRAME_SIZE = 64
 # Arrays of every lane, key -> (dtype, shape kind): "canvas" = (3,S,S); "scalar" = (); "rng" = 1-D;
 # "history"/"evals" = 2-D. Each lane also stores its parameterization's tensors (LaneSpec.arrays):
@@ -344,15 +346,19 @@ def load(root: Path, with_arrays: bool = True) -> Session:
     under us), the read is retried instead of reporting damage.
     """
     root = Path(root)
-    for attempt in range(4):
+    deadline = time.monotonic() + RACE_RETRY_S
+    pause = 0.005
+    while True:
         before = _fingerprint(root)
         try:
             return _load_once(root, with_arrays)
         except SessionError:
-            if attempt == 3 or _fingerprint(root) == before:
+            if _fingerprint(root) == before or time.monotonic() > deadline:
                 raise
-            time.sleep(0.05)
-    raise AssertionError("unreachable")
+        # A random pause, growing: a reader that keeps meeting a busy writer lands in a gap
+        # between its saves instead of falling into step with them.
+        time.sleep(random.uniform(0, pause))
+        pause = min(pause * 2, 0.2)
 
 
 def _load_once(root: Path, with_arrays: bool) -> Session:
