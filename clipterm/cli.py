@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=_positive_int, default=1000)
     t.add_argument("--batch", type=_positive_int, default=128)
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument(
+        "--adversarial", type=float, default=0.0, metavar="EPS", help="train on worst-case images within EPS (0-0.5)"
+    )
 
     tp = sub.add_parser("train-prior", help="train the shape prior that the vae parameterization paints through")
     tp.add_argument("--out", type=Path, required=True)
@@ -528,6 +531,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ClipTermError("--lr must be positive")
     if args.steps < 1 or args.batch < 2:
         raise ClipTermError("--steps must be >= 1 and --batch >= 2")
+    if not 0 <= args.adversarial <= 0.5:
+        raise ClipTermError("--adversarial must be between 0 and 0.5 (a radius in [0, 1] pixel units)")
     rep = shapes.train(
         args.arch,
         args.seed,
@@ -536,6 +541,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch=args.batch,
         lr=args.lr,
         log=lambda m: print(m, file=sys.stderr, flush=True),
+        adversarial=args.adversarial,
     )
     print(json.dumps(rep))
     return 0

@@ -190,6 +190,28 @@ def zero_shot_accuracy(
     return correct / n
 
 
+def contrastive_loss(
+    model: torch.nn.Module, img_emb: torch.Tensor, txt_emb: torch.Tensor, match: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric CLIP loss where every caption true of an image counts as its match."""
+    logits = model.logit_scale.exp().clamp(max=100) * img_emb @ txt_emb.T
+    loss_i = -(match / match.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    loss_t = -(match.T / match.T.sum(1, keepdim=True) * logits.T.log_softmax(1)).sum(1).mean()
+    return 0.5 * (loss_i + loss_t)
+
+
+def adversarial_batch(
+    model: torch.nn.Module, x: torch.Tensor, txt_emb: torch.Tensor, match: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """x moved within an L-inf ball of radius eps to raise the loss: random start + one signed step
+    of 1.25 eps (Wong et al. 2020's FGSM-RS), clipped to the ball and to [0, 1]."""
+    delta = (torch.rand_like(x) * 2 - 1).mul_(eps).requires_grad_(True)
+    img_emb = F.normalize(model.encode_image(normalize((x + delta).clamp(0, 1))), dim=-1)
+    (grad,) = torch.autograd.grad(contrastive_loss(model, img_emb, txt_emb, match), delta)
+    delta = (delta.detach() + 1.25 * eps * grad.sign()).clamp(-eps, eps)
+    return (x + delta).clamp(0, 1)
+
+
 def train(
     arch: str,
     seed: int,
@@ -198,8 +220,15 @@ def train(
     batch: int = 128,
     lr: float = 2e-3,
     log: Callable[[str], None] = print,
+    adversarial: float = 0.0,
 ) -> dict:
-    """Train a shapes CLIP from scratch; deterministic on CPU for a given seed and thread count."""
+    """Train a shapes CLIP from scratch; deterministic on CPU for a given seed and thread count.
+
+    adversarial > 0 trains on worst-case images instead of clean ones: each batch is pushed by one
+    signed-gradient step from a random start inside an L-inf ball of that radius (in [0, 1] pixel
+    units; "fast" adversarial training). A robust model's gradients point at what the picture
+    should look like, so pictures painted on it carry more of the object than texture.
+    """
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
 
@@ -227,12 +256,12 @@ def train(
             caps.append(cap)
             cap_attrs.append(ca)
         match = torch.tensor([[compatible(ca, ia) for ca in cap_attrs] for ia in img_attrs], dtype=torch.float32)
-        img_emb = F.normalize(model.encode_image(normalize(to_tensor(imgs))), dim=-1)
+        x = to_tensor(imgs)
         txt_emb = F.normalize(model.encode_text(tokenizer(caps)), dim=-1)
-        logits = model.logit_scale.exp().clamp(max=100) * img_emb @ txt_emb.T
-        loss_i = -(match / match.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
-        loss_t = -(match.T / match.T.sum(1, keepdim=True) * logits.T.log_softmax(1)).sum(1).mean()
-        loss = 0.5 * (loss_i + loss_t)
+        if adversarial > 0:
+            x = adversarial_batch(model, x, txt_emb.detach(), match, adversarial)
+        img_emb = F.normalize(model.encode_image(normalize(x)), dim=-1)
+        loss = contrastive_loss(model, img_emb, txt_emb, match)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -247,6 +276,7 @@ def train(
         "steps": steps,
         "batch": batch,
         "lr": lr,
+        "adversarial": adversarial,
         "zero_shot_top1": acc,
         "train_seconds": round(time.time() - t0, 1),
         "params": sum(p.numel() for p in model.parameters()),

@@ -131,6 +131,55 @@ def test_trainer_is_deterministic(tmp_path):
     assert 0.0 <= reports[0]["zero_shot_top1"] <= 1.0
 
 
+def test_adversarial_examples_stay_in_the_ball_and_raise_the_loss(shapes_a):
+    """What `train-shapes --adversarial` trains on: images within eps of the clean ones, in [0, 1],
+    on which the trained shapes-a does worse than on the clean ones."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(3)
+    imgs, attrs = zip(*(shapes.sample_base(rng) for _ in range(32)))
+    caps = [shapes.base_caption(*a) for a in attrs]  # as in training: each caption is true of its image
+    match = torch.tensor([[shapes.compatible(c, a) for c in attrs] for a in attrs], dtype=torch.float32)
+    model = shapes_a.model
+    with torch.no_grad():
+        txt = F.normalize(model.encode_text(shapes_a.tokenizer(caps)), dim=-1)
+    x = shapes.to_tensor(list(imgs))
+    eps = 0.05
+    torch.manual_seed(0)
+    adv = shapes.adversarial_batch(model, x, txt, match, eps)
+    assert adv.shape == x.shape and float(adv.min()) >= 0 and float(adv.max()) <= 1
+    assert float((adv - x).abs().max()) <= eps + 1e-6
+    assert float((adv - x).abs().mean()) > eps / 4  # moved, not left clean
+
+    def loss(images: torch.Tensor) -> float:
+        with torch.no_grad():
+            emb = F.normalize(model.encode_image(shapes.normalize(images)), dim=-1)
+            return float(shapes.contrastive_loss(model, emb, txt, match))
+
+    assert loss(adv) > loss(x) + 0.5  # measured: 0.71 clean, 2.40 attacked, 0.71 under random noise of the same size
+
+
+def test_train_shapes_records_its_adversarial_radius(tmp_path, capsys):
+    """Plumbing only (4 steps, the model is not meant to be good): the radius reaches the trainer
+    and its record, and a radius outside 0-0.5 is refused in one line."""
+    import json
+
+    from clipterm.cli import main
+
+    out = tmp_path / "r"
+    code = main(["train-shapes", "--out", str(out), "--steps", "4", "--batch", "8", "--adversarial", "0.03"])
+    assert code == 0
+    record = json.loads((out / "training.json").read_text())
+    assert record["adversarial"] == 0.03 and record["steps"] == 4
+    capsys.readouterr()
+    for bad in ("0.7", "-0.1", "nan"):
+        code = main(["train-shapes", "--out", str(tmp_path / "x"), "--steps", "1", "--adversarial", bad])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "--adversarial" in err, err
+    assert not (tmp_path / "x").exists()
+
+
 FINDING_PROMPTS = [
     "a red circle on a black background",
     "a green square on a white background",
