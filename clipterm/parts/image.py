@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from clipterm.lazy import no_grad, torch
+from clipterm.lazy import lazy_module, no_grad, torch
 from clipterm.parts.base import Part, register
+
+augment = lazy_module("clipterm.augment")  # imports torch
 
 
 class ImageParam(Part):
@@ -71,8 +73,7 @@ def figure_and_ground(target: torch.Tensor, grey_ground: bool = False) -> tuple[
     of the pixels at least half as far from it as the farthest, and each pixel's weight its position
     between the two along the ground-to-figure line (0 ground, 1 figure; not clamped).
     Returns (ground, figure, weight), shapes (1,3,1,1), (1,3,1,1), (1,1,H,W)."""
-    border = torch.cat([target[..., 0, :], target[..., -1, :], target[..., :, 0], target[..., :, -1]], dim=-1)
-    ground = border.mean(dim=-1).reshape(1, 3, 1, 1)
+    ground = augment.border_mean(target)
     if grey_ground:
         ground = ground.mean(dim=1, keepdim=True).expand(1, 3, 1, 1)
     dist = (target - ground).norm(dim=1, keepdim=True)
