@@ -114,3 +114,43 @@ def test_train_prior_writes_a_prior_that_loads(tmp_path, capsys):
     with pytest.raises(ClipTermError, match="no usable shape prior"):
         prior.latent_size(out)
     assert main(["train-prior", "--out", str(out), "--steps", "0"]) == 2
+
+
+def test_a_grey_ground_is_one_value_and_a_fit_reads_the_ground_as_grey():
+    p = make(ground="grey", colour_std=2.0, init_std=2.0)
+    assert p.tensors["ground"].shape == (1, 1, 1, 1) and p.tensors["figure"].shape == (1, 3, 1, 1)
+    corner = p.image().detach()[0, :, 0, 0]
+    assert float(corner.max() - corner.min()) < 1e-6
+    (p.image() * torch.linspace(-1, 1, 64)).sum().backward()
+    assert float(p.tensors["ground"].grad.abs().sum()) > 0
+    canvas = picture("yellow", "circle", "white")
+    q = make(ground="grey")
+    q.fit(canvas)
+    assert float((q.image().detach() - canvas).abs().mean()) < 0.02
+    assert float(torch.sigmoid(4 * q.tensors["ground"].detach())) == pytest.approx(240 / 255, abs=0.02)
+
+
+def test_scale_keeps_the_figure_inside_a_centred_frame():
+    """The same code drawn at scale 0.5: nothing outside the middle half of the canvas, and inside it
+    the full-scale figure shrunk (compared at the full-scale mask's own resolution)."""
+    full = make(init_std=1.0)
+    half = make(init_std=1.0, scale=0.5)
+    assert torch.equal(full.tensors["code"], half.tensors["code"])
+    big, small = full.mask().detach(), half.mask().detach()
+    assert float(big.max()) > 0.5 > float(big.min())  # the code does draw a figure on a ground
+    ring = torch.ones(64, 64, dtype=torch.bool)
+    ring[15:49, 15:49] = False  # the 32-pixel frame (16..47) and a pixel of slack for the bilinear edge
+    assert float(small[0, 0][ring].max()) < 1e-6
+    shrunk = torch.nn.functional.interpolate(big, size=(32, 32), mode="area")
+    assert float((small[..., 16:48, 16:48] - shrunk).abs().mean()) < 0.05
+
+
+def test_a_fit_at_a_smaller_scale_matches_a_figure_inside_the_frame_and_not_one_outside():
+    inside = picture("green", "square", "black", r=12, cx=32, cy=32)
+    p = make(scale=0.7)
+    p.fit(inside)
+    assert float((p.image().detach() - inside).abs().mean()) < 0.02
+    corner = picture("green", "square", "black", r=10, cx=10, cy=10)  # outside the middle 70 %
+    q = make(scale=0.7)
+    assert q.fit(corner) > 0.5
+    assert float((q.image().detach() - corner).abs().mean()) > 0.01

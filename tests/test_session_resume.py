@@ -280,7 +280,7 @@ KINDS = [
     "--lane",
     "e=self-guided,models=shapes-a+shapes-b",
     "--lane",
-    "v=vae-ground,views=2",
+    "v=vae-grey,views=2",
 ]
 KIND_STEPS = 12
 

@@ -6,6 +6,11 @@ texture of colour fragments. Unlike it, the mask is not free: it is the decoder 
 can only move among whole figures, the way VQGAN+CLIP paints through a generator trained on
 pictures. The prior never saw a caption or a CLIP model; which figure a prompt gets is the
 optimizing model's choice.
+
+Two settings narrow the choice further, for models that misuse it: `ground = "grey"` keeps the
+ground one grey (the shapes world has only black or white grounds, and a free ground lets a model
+swap figure and ground on white), and `scale` draws the prior's figure at a fraction of the canvas
+about its centre, so the figure stays clear of the rim that zoomed-out views fill with the ground.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ class VaeSettings:
     init_std: float = setting(0.5, float, 0.0, 10.0, live=False, doc="spread of the code's start")
     colour_std: float = setting(0.0, float, 0.0, 10.0, live=False, doc="spread of the two colours' start (0: grey)")
     max_norm: float = setting(6.0, float, 0.0, 100.0, doc="longest code (0: any); keeps it where the prior learned")
+    ground: str = setting("colour", str, choices=("colour", "grey"), live=False, doc="ground: any colour, or a grey")
+    scale: float = setting(1.0, float, 0.2, 1.0, doc="the figure's frame as a fraction of the canvas, about its centre")
 
 
 @register_param
@@ -37,19 +44,32 @@ class Vae(ImageParam):
 
     @classmethod
     def shapes(cls, settings: VaeSettings, size: int) -> dict[str, tuple[int, ...]]:
-        return {"code": (prior.latent_size(),), "ground": (3, 1, 1), "figure": (3, 1, 1)}
+        grounds = 3 if settings.ground == "colour" else 1
+        return {"code": (prior.latent_size(),), "ground": (grounds, 1, 1), "figure": (3, 1, 1)}
 
     def init(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
         code = torch.randn((1, prior.latent_size()), generator=gen) * self.settings.init_std
-        colours = torch.randn((1, 6, 1, 1), generator=gen) * self.settings.colour_std / COLOUR_GAIN
-        return {"code": code, "ground": colours[:, :3], "figure": colours[:, 3:]}
+        grounds = self.shapes(self.settings, self.size)["ground"][0]
+        colours = torch.randn((1, grounds + 3, 1, 1), generator=gen) * self.settings.colour_std / COLOUR_GAIN
+        return {"code": code, "ground": colours[:, :grounds], "figure": colours[:, grounds:]}
 
     def _decoder(self):
         return prior.load(str(self.tensors["code"].device))
 
+    def _frame(self, scale: float) -> torch.Tensor:
+        """The affine sampling grid that maps the canvas onto a centred frame `scale` wide: with
+        `scale` < 1 it shrinks a picture into the frame, with 1/`scale` it reads the frame back."""
+        code = self.tensors["code"]
+        theta = torch.tensor([[[1 / scale, 0.0, 0.0], [0.0, 1 / scale, 0.0]]], device=code.device, dtype=code.dtype)
+        return F.affine_grid(theta, [1, 1, self.size, self.size], align_corners=False)
+
     def mask(self) -> torch.Tensor:
-        """The figure's weight per pixel, (1,1,H,W) in (0,1), at the canvas size."""
-        return torch.sigmoid(upsample(self._decoder().logits(self.tensors["code"]), self.size))
+        """The figure's weight per pixel, (1,1,H,W) in (0,1), at the canvas size; outside the
+        figure's frame (`scale` < 1) it is 0, the ground."""
+        full = torch.sigmoid(upsample(self._decoder().logits(self.tensors["code"]), self.size))
+        if self.settings.scale >= 1.0:
+            return full
+        return F.grid_sample(full, self._frame(self.settings.scale), align_corners=False, padding_mode="zeros")
 
     def image(self) -> torch.Tensor:
         ground = torch.sigmoid(COLOUR_GAIN * self.tensors["ground"])
@@ -70,10 +90,12 @@ class Vae(ImageParam):
         code = self.tensors["code"]
         target = canvas.to(code).float()
         with torch.no_grad():
-            ground, figure, weight = figure_and_ground(target)
-            self.tensors["ground"].copy_(logit(ground) / COLOUR_GAIN)
+            ground, figure, weight = figure_and_ground(target, grey_ground=self.settings.ground == "grey")
+            self.tensors["ground"].copy_(logit(ground[:, : self.tensors["ground"].shape[1]]) / COLOUR_GAIN)
             self.tensors["figure"].copy_(logit(figure) / COLOUR_GAIN)
             want = weight.clamp(0, 1)
+            if self.settings.scale < 1.0:  # the prior draws the frame's contents at full size
+                want = F.grid_sample(want, self._frame(1 / self.settings.scale), align_corners=False)
             decoder = self._decoder()
             small = want if want.shape[-1] == prior.SIZE else F.interpolate(want, size=(prior.SIZE,) * 2, mode="area")
             code.copy_(decoder.encode(small)[0])
