@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--prompts", type=int, default=24, help="use the first N base captions")
     ap.add_argument("--model", default="shapes-a")
-    ap.add_argument("--sheets", type=Path, default=None, help="write a contact sheet per preset (seed 0)")
+    ap.add_argument("--sheets", type=Path, default=None, help="write a contact sheet per preset and seed")
     args = ap.parse_args()
 
     specs = configs(args)
@@ -84,7 +84,7 @@ def main() -> None:
     prompts = base_captions()[: args.prompts]
     # rows[name][metric] = per seed, the values over prompts
     rows: dict[str, dict[str, list[list[float]]]] = {n: {} for n in specs}
-    pictures: dict[str, list[np.ndarray]] = {n: [] for n in specs}
+    pictures: dict[tuple[str, int], list[np.ndarray]] = {(n, s): [] for n in specs for s in range(args.seeds)}
     t0 = time.time()
     for seed in range(args.seeds):
         for r in rows.values():
@@ -93,8 +93,7 @@ def main() -> None:
         for prompt in prompts:
             for name, (canvas, own) in run_prompt(bundle, models, specs, prompt, seed, args.steps).items():
                 rows[name]["own"][-1].append(own)
-                if seed == 0:
-                    pictures[name].append(canvas)
+                pictures[name, seed].append(canvas)
                 for jname, judge in judges.items():
                     v = judge.rank_canvas(canvas, prompt)
                     rows[name][f"{jname}/sim"][-1].append(float(v.prompt_score))
@@ -119,9 +118,9 @@ def main() -> None:
         print(line)
     if args.sheets is not None:
         args.sheets.mkdir(parents=True, exist_ok=True)
-        for name, canvases in pictures.items():
-            path = args.sheets / f"{name}.png"
-            prompt_sheet(canvases, prompts, f"{name} on {args.model}, {args.steps} steps, seed 0", path)
+        for (name, seed), canvases in pictures.items():
+            path = args.sheets / (f"{name}.png" if seed == 0 else f"{name}-seed{seed}.png")
+            prompt_sheet(canvases, prompts, f"{name} on {args.model}, {args.steps} steps, seed {seed}", path)
             print(f"sheet: {path}")
 
 
