@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from clipterm.lazy import lazy_module, no_grad, torch
-from clipterm.parts.base import Part, register
+from clipterm.parts.base import Part, register, setting
 
 augment = lazy_module("clipterm.augment")  # imports torch
 
@@ -65,6 +65,18 @@ def logit(canvas: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """Inverse of the sigmoid output, with the canvas kept off 0 and 1."""
     x = canvas.clamp(eps, 1 - eps)
     return torch.log(x) - torch.log1p(-x)
+
+
+def ground_setting() -> Any:
+    """The two-colour parameterizations' `ground` setting: any colour, or one grey for all three
+    channels (the shapes world's grounds are black or white; a free one lets a model swap figure
+    and ground)."""
+    return setting("colour", str, choices=("colour", "grey"), live=False, doc="ground: any colour, or a grey")
+
+
+def ground_channels(ground: str) -> int:
+    """Channels of the ground tensor for a `ground` setting: 3, or 1 broadcast over RGB."""
+    return 3 if ground == "colour" else 1
 
 
 def figure_and_ground(target: torch.Tensor, grey_ground: bool = False) -> tuple[torch.Tensor, ...]:

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 from clipterm.lazy import F, no_grad, torch
 from clipterm.parts.base import setting
-from clipterm.parts.image import ImageParam, figure_and_ground, logit, register_param
+from clipterm.parts.image import (
+    ImageParam,
+    figure_and_ground,
+    ground_channels,
+    ground_setting,
+    logit,
+    register_param,
+)
 
 RAYS = 128  # angles sampled when fitting a picture's outline
 CENTRE_SPAN = 0.8  # the centre stays within +-0.8 of the canvas's half-width
@@ -27,7 +34,7 @@ CENTRE_SPAN = 0.8  # the centre stays within +-0.8 of the canvas's half-width
 class OutlineSettings:
     harmonics: int = setting(8, int, 0, 32, live=False, doc="Fourier terms of the radius (0: a circle)")
     decay: float = setting(1.0, float, 0.0, 4.0, live=False, doc="harmonic k moves at k^-decay of the first's pace")
-    ground: str = setting("colour", str, choices=("colour", "grey"), live=False, doc="ground: any colour, or a grey")
+    ground: str = ground_setting()
     softness: float = setting(1.0, float, 0.05, 16.0, doc="width of the soft edge, in pixels")
     r_max: float = setting(1.0, float, 0.05, 2.0, live=False, doc="largest radius, in half-widths of the canvas")
     radius: float = setting(0.4, float, 0.01, 0.99, live=False, doc="starting radius, as a fraction of r_max")
@@ -58,7 +65,7 @@ class Outline(ImageParam):
     @classmethod
     def shapes(cls, settings: OutlineSettings, size: int) -> dict[str, tuple[int, ...]]:
         return {
-            "ground": (3 if settings.ground == "colour" else 1, 1, 1),
+            "ground": (ground_channels(settings.ground), 1, 1),
             "figure": (3, 1, 1),
             "centre": (2, 1, 1),
             "outline": (1 + 2 * settings.harmonics, 1, 1),
@@ -121,7 +128,7 @@ class Outline(ImageParam):
         target_logit = logit(radii / r_max, eps=1e-3)
         basis = _basis(theta, self.settings.harmonics).T  # (RAYS, terms)
         coeffs = torch.linalg.lstsq(basis.double(), target_logit.double()[:, None]).solution[:, 0].to(first)
-        self.tensors["ground"].copy_(logit(ground[:, : self.tensors["ground"].shape[1]]))
+        self.tensors["ground"].copy_(logit(ground[:, : ground_channels(self.settings.ground)]))
         self.tensors["figure"].copy_(logit(figure))
         self.tensors["centre"].copy_(torch.atanh(centre / CENTRE_SPAN).reshape(1, 2, 1, 1))
         outline = self.tensors["outline"]

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from clipterm import prior
 from clipterm.lazy import F, no_grad, torch
 from clipterm.parts.base import setting
-from clipterm.parts.image import ImageParam, figure_and_ground, logit, register_param
+from clipterm.parts.image import (
+    ImageParam,
+    figure_and_ground,
+    ground_channels,
+    ground_setting,
+    logit,
+    register_param,
+)
 from clipterm.parts.param_pyramid import upsample
 
 COLOUR_GAIN = 4.0  # colour logits are scaled up so that one learning rate suits the code and the colours
@@ -32,7 +39,7 @@ class VaeSettings:
     init_std: float = setting(0.5, float, 0.0, 10.0, live=False, doc="spread of the code's start")
     colour_std: float = setting(0.0, float, 0.0, 10.0, live=False, doc="spread of the two colours' start (0: grey)")
     max_norm: float = setting(6.0, float, 0.0, 100.0, doc="longest code (0: any); keeps it where the prior learned")
-    ground: str = setting("colour", str, choices=("colour", "grey"), live=False, doc="ground: any colour, or a grey")
+    ground: str = ground_setting()
     scale: float = setting(1.0, float, 0.2, 1.0, doc="the figure's frame as a fraction of the canvas, about its centre")
 
 
@@ -44,12 +51,11 @@ class Vae(ImageParam):
 
     @classmethod
     def shapes(cls, settings: VaeSettings, size: int) -> dict[str, tuple[int, ...]]:
-        grounds = 3 if settings.ground == "colour" else 1
-        return {"code": (prior.latent_size(),), "ground": (grounds, 1, 1), "figure": (3, 1, 1)}
+        return {"code": (prior.latent_size(),), "ground": (ground_channels(settings.ground), 1, 1), "figure": (3, 1, 1)}
 
     def init(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
         code = torch.randn((1, prior.latent_size()), generator=gen) * self.settings.init_std
-        grounds = self.shapes(self.settings, self.size)["ground"][0]
+        grounds = ground_channels(self.settings.ground)
         colours = torch.randn((1, grounds + 3, 1, 1), generator=gen) * self.settings.colour_std / COLOUR_GAIN
         return {"code": code, "ground": colours[:, :grounds], "figure": colours[:, grounds:]}
 
@@ -91,7 +97,7 @@ class Vae(ImageParam):
         target = canvas.to(code).float()
         with torch.no_grad():
             ground, figure, weight = figure_and_ground(target, grey_ground=self.settings.ground == "grey")
-            self.tensors["ground"].copy_(logit(ground[:, : self.tensors["ground"].shape[1]]) / COLOUR_GAIN)
+            self.tensors["ground"].copy_(logit(ground[:, : ground_channels(self.settings.ground)]) / COLOUR_GAIN)
             self.tensors["figure"].copy_(logit(figure) / COLOUR_GAIN)
             want = weight.clamp(0, 1)
             if self.settings.scale < 1.0:  # the prior draws the frame's contents at full size
