@@ -17,14 +17,7 @@ from dataclasses import dataclass
 
 from clipterm.lazy import F, no_grad, torch
 from clipterm.parts.base import setting
-from clipterm.parts.image import (
-    ImageParam,
-    figure_and_ground,
-    ground_channels,
-    ground_setting,
-    logit,
-    register_param,
-)
+from clipterm.parts.image import ImageParam, figure_and_ground, ground_channels, ground_setting, logit, register_param
 
 RAYS = 128  # angles sampled when fitting a picture's outline
 CENTRE_SPAN = 0.8  # the centre stays within +-0.8 of the canvas's half-width

@@ -20,14 +20,7 @@ from dataclasses import dataclass
 from clipterm import prior
 from clipterm.lazy import F, no_grad, torch
 from clipterm.parts.base import setting
-from clipterm.parts.image import (
-    ImageParam,
-    figure_and_ground,
-    ground_channels,
-    ground_setting,
-    logit,
-    register_param,
-)
+from clipterm.parts.image import ImageParam, figure_and_ground, ground_channels, ground_setting, logit, register_param
 from clipterm.parts.param_pyramid import upsample
 
 COLOUR_GAIN = 4.0  # colour logits are scaled up so that one learning rate suits the code and the colours
