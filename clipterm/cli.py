@@ -291,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--seed", type=_seed, default=0)
     tp.add_argument("--steps", type=_positive_int, default=5000)
     tp.add_argument("--batch", type=_positive_int, default=64)
+    tp.add_argument("--figures", choices=("rich", "base"), default="rich", help="the world the prior learns")
     return p
 
 
@@ -554,7 +555,14 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.batch < 2:
         raise ClipTermError("--steps must be >= 1 and --batch >= 2")
     check_output(args.out)
-    rep = prior.train(args.out, args.seed, args.steps, args.batch, log=lambda m: print(m, file=sys.stderr, flush=True))
+    rep = prior.train(
+        args.out,
+        args.seed,
+        args.steps,
+        args.batch,
+        figures=args.figures,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     print(json.dumps(rep))
     return 0
 

@@ -28,6 +28,9 @@ import numpy as np
 from clipterm.errors import ClipTermError
 
 PRIOR_DIR = Path(__file__).parent / "weights" / "prior-masks"
+# the bundled priors by the world they learned: `rich` adds eight figures to the base three,
+# `base` knows only the base world's circle, square and triangle (at the rich world's sizes)
+PRIORS = {"rich": PRIOR_DIR, "base": PRIOR_DIR.parent / "prior-base"}
 CONFIG = "prior.json"
 WEIGHTS = "prior.safetensors"
 EXTRA = ("ellipse", "rectangle", "diamond", "pentagon", "hexagon", "star", "cross", "down-triangle")
@@ -46,16 +49,17 @@ def _polygon(cx: float, cy: float, r: float, corners: int, turn: float, inner: f
     return pts
 
 
-def render_mask(rng: np.random.Generator) -> np.ndarray:
-    """One figure mask of the richer world, (H,W) uint8 0/255: half the time a base-world shape
-    (drawn by `shapes.render`), else one of EXTRA; 3 % of masks are empty (a plain ground)."""
+def render_mask(rng: np.random.Generator, figures: str = "rich") -> np.ndarray:
+    """One figure mask, (H,W) uint8 0/255: half the time a base-world shape (drawn by
+    `shapes.render`), else one of EXTRA (`figures="base"`: always a base shape); 3 % of masks are
+    empty (a plain ground)."""
     from PIL import Image, ImageDraw
 
     from clipterm.shapes import SHAPES, render
 
     if rng.random() < 0.03:
         return np.zeros((SIZE, SIZE), np.uint8)
-    base = rng.random() < 0.5
+    base = rng.random() < 0.5 or figures == "base"
     shape = SHAPES[rng.integers(len(SHAPES))] if base else EXTRA[rng.integers(len(EXTRA))]
     r = int(rng.integers(6, 27))
     cx, cy = int(rng.integers(r, SIZE - r + 1)), int(rng.integers(r, SIZE - r + 1))
@@ -154,15 +158,21 @@ def load(device: str = "cpu", folder: Path = PRIOR_DIR) -> Any:
     return model
 
 
-def masks(n: int, rng: np.random.Generator) -> Any:
-    """n masks of the richer world as a float tensor (n,1,H,W) in [0,1]."""
+def masks(n: int, rng: np.random.Generator, figures: str = "rich") -> Any:
+    """n masks of a prior's world (`rich` or `base`) as a float tensor (n,1,H,W) in [0,1]."""
     import torch
 
-    return torch.from_numpy(np.stack([render_mask(rng) for _ in range(n)]))[:, None].float() / 255.0
+    return torch.from_numpy(np.stack([render_mask(rng, figures) for _ in range(n)]))[:, None].float() / 255.0
 
 
 def train(
-    out: Path, seed: int = 0, steps: int = 5000, batch: int = 64, lr: float = 2e-3, log: Callable[[str], None] = print
+    out: Path,
+    seed: int = 0,
+    steps: int = 5000,
+    batch: int = 64,
+    lr: float = 2e-3,
+    figures: str = "rich",
+    log: Callable[[str], None] = print,
 ) -> dict:
     """Train the mask VAE from scratch (binary cross-entropy + KL to N(0, I)) and write it, with
     its training record, to `out`. Deterministic on the CPU for a seed and thread count."""
@@ -172,7 +182,7 @@ def train(
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    data = masks(min(40_000, steps * batch), rng)
+    data = masks(min(40_000, steps * batch), rng, figures)
     model = build(DEFAULT_CONFIG)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
@@ -191,11 +201,12 @@ def train(
         if step % 250 == 0 or step == steps:
             log(f"step {step}/{steps}  reconstruction {rec.item():.1f}  kl {kl.item():.1f}  {time.time() - t0:.0f}s")
     model.eval()
-    held = masks(1000, np.random.default_rng(seed + 10_000))
+    held = masks(1000, np.random.default_rng(seed + 10_000), figures)
     with torch.no_grad():
         error = float((torch.sigmoid(model.logits(model.encode(held)[0])) - held).abs().mean())
     report = {
         "config": DEFAULT_CONFIG,
+        "figures": figures,
         "seed": seed,
         "steps": steps,
         "batch": batch,

@@ -5,6 +5,7 @@ world's figures."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -40,10 +41,11 @@ def test_masks_are_single_binary_figures_inside_the_canvas():
     assert np.array_equal(prior.render_mask(np.random.default_rng(9)), prior.render_mask(np.random.default_rng(9)))
 
 
-def test_the_shipped_prior_redraws_the_base_world_figures():
+@pytest.mark.parametrize("name", ["rich", "base"])
+def test_the_shipped_priors_redraw_the_base_world_figures(name):
     """Encoded and decoded, each base shape comes back as itself (a real check of the bundled weights,
-    not plumbing): intersection over union of the thresholded masks."""
-    vae = prior.load()
+    not plumbing): intersection over union of the thresholded masks. Each record names its world."""
+    vae = prior.load("cpu", prior.PRIORS[name])
     for shape in ("circle", "square", "triangle"):
         for r, cx, cy in ((11, 20, 22), (18, 32, 34), (22, 40, 41)):
             red = render("red", shape, "black", r, cx, cy)[..., 0] > 100
@@ -53,8 +55,18 @@ def test_the_shipped_prior_redraws_the_base_world_figures():
             inter = float((back & (m > 0.5)).sum())
             union = float((back | (m > 0.5)).sum())
             assert inter / union > 0.9, (shape, r)
-    record = json.loads((prior.PRIOR_DIR / prior.CONFIG).read_text())
+    record = json.loads((prior.PRIORS[name] / prior.CONFIG).read_text())
     assert record["heldout_mean_abs_error"] < 0.02 and record["steps"] >= 1000
+    assert record.get("figures", "rich") == name
+
+
+def test_the_prior_setting_picks_the_bundled_prior_that_draws_the_lane():
+    rich, base = make(init_std=1.0), make(init_std=1.0, prior="base")
+    assert torch.equal(rich.tensors["code"], base.tensors["code"])  # the same start, another decoder
+    assert float((rich.mask() - base.mask()).detach().abs().mean()) > 0.01
+    with torch.no_grad():
+        drawn = torch.sigmoid(prior.load("cpu", prior.PRIORS["base"]).logits(base.tensors["code"]))
+    assert torch.allclose(base.mask().detach(), drawn, atol=1e-6)
 
 
 def test_every_pixel_lies_between_the_ground_and_the_figure_colour():
@@ -154,3 +166,36 @@ def test_a_fit_at_a_smaller_scale_matches_a_figure_inside_the_frame_and_not_one_
     q = make(scale=0.7)
     assert q.fit(corner) > 0.5
     assert float((q.image().detach() - corner).abs().mean()) > 0.01
+
+
+def test_a_hard_edge_draws_the_worlds_0_1_mask_and_still_passes_the_soft_gradient():
+    soft, hard = make(init_std=1.0), make(init_std=1.0, edge="hard")
+    m_soft, m_hard = soft.mask(), hard.mask()
+    assert set(torch.unique(m_hard.detach()).tolist()) == {0.0, 1.0}
+    assert torch.equal(m_hard.detach(), (m_soft.detach() > 0.5).float())
+    assert 0 < float(((m_soft > 0.05) & (m_soft < 0.95)).float().sum())  # the soft rim the cut removes
+    (m_hard * torch.linspace(-1, 1, 64)).sum().backward()
+    (m_soft * torch.linspace(-1, 1, 64)).sum().backward()
+    assert float(hard.tensors["code"].grad.abs().sum()) > 0
+    assert torch.allclose(hard.tensors["code"].grad, soft.tensors["code"].grad)
+
+
+def _box_and_fill(m: np.ndarray) -> tuple[int, int, float]:
+    ys, xs = np.nonzero(m)
+    h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    return int(h), int(w), float((m > 0).sum() / (h * w))
+
+
+def test_a_base_world_prior_learns_only_circles_squares_and_triangles():
+    """`figures="base"`: every figure has a square box filled like a square (1), a circle (pi/4) or
+    a triangle (1/2); the rich world also has ellipses, rectangles, stars and crosses, which do not."""
+
+    def kinds(figures: str) -> list[tuple[int, int, float]]:
+        rng = np.random.default_rng(5)
+        return [_box_and_fill(m) for m in (prior.render_mask(rng, figures) for _ in range(200)) if m.any()]
+
+    def base_like(h: int, w: int, fill: float) -> bool:
+        return abs(h - w) <= 1 and min(abs(fill - f) for f in (1.0, math.pi / 4, 0.5)) < 0.06
+
+    assert all(base_like(*k) for k in kinds("base"))
+    assert sum(not base_like(*k) for k in kinds("rich")) > 30

@@ -68,15 +68,29 @@ def logit(canvas: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
 
 
 def ground_setting() -> Any:
-    """The two-colour parameterizations' `ground` setting: any colour, or one grey for all three
-    channels (the shapes world's grounds are black or white; a free one lets a model swap figure
-    and ground)."""
-    return setting("colour", str, choices=("colour", "grey"), live=False, doc="ground: any colour, or a grey")
+    """The two-colour parameterizations' `ground` setting: any colour, one grey for all three
+    channels, or that grey cut to black or white (the shapes world's grounds are black or white; a
+    free one lets a model swap figure and ground, a grey one settles on mid grey for some)."""
+    return setting(
+        "colour", str, choices=("colour", "grey", "bw"), live=False, doc="ground: any colour, a grey, or black/white"
+    )
 
 
 def ground_channels(ground: str) -> int:
     """Channels of the ground tensor for a `ground` setting: 3, or 1 broadcast over RGB."""
     return 3 if ground == "colour" else 1
+
+
+def hard_cut(weight: torch.Tensor) -> torch.Tensor:
+    """`weight` (in [0,1]) shown cut at 0.5 to exactly 0 or 1, with the gradient of the uncut
+    value (straight-through), so an optimizer still feels which way the cut should move."""
+    return weight + ((weight > 0.5).to(weight.dtype) - weight).detach()
+
+
+def shown_ground(ground: torch.Tensor, kind: str) -> torch.Tensor:
+    """The ground colour a two-colour picture shows, from its [0,1] value: cut to black or white
+    for `ground = "bw"`, else as it is."""
+    return hard_cut(ground) if kind == "bw" else ground
 
 
 def figure_and_ground(target: torch.Tensor, grey_ground: bool = False) -> tuple[torch.Tensor, ...]:

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 
 from clipterm.lazy import F, no_grad, torch
 from clipterm.parts.base import setting
-from clipterm.parts.image import ImageParam, figure_and_ground, ground_channels, ground_setting, logit, register_param
+from clipterm.parts.image import (
+    ImageParam,
+    figure_and_ground,
+    ground_channels,
+    ground_setting,
+    logit,
+    register_param,
+    shown_ground,
+)
 
 RAYS = 128  # angles sampled when fitting a picture's outline
 CENTRE_SPAN = 0.8  # the centre stays within +-0.8 of the canvas's half-width
@@ -95,7 +103,7 @@ class Outline(ImageParam):
         return torch.sigmoid((radius - dist) / edge)
 
     def image(self) -> torch.Tensor:
-        ground = torch.sigmoid(self.tensors["ground"])
+        ground = shown_ground(torch.sigmoid(self.tensors["ground"]), self.settings.ground)
         figure = torch.sigmoid(self.tensors["figure"])
         return ground + self.mask() * (figure - ground)
 
@@ -109,7 +117,7 @@ class Outline(ImageParam):
         a ground is matched only roughly: the returned max abs error says how far."""
         first = self.tensors["ground"]
         target = canvas.to(first).float()
-        ground, figure, weight = figure_and_ground(target, grey_ground=self.settings.ground == "grey")
+        ground, figure, weight = figure_and_ground(target, grey_ground=self.settings.ground != "colour")
         weight = weight.clamp(0, 1)
         x, y = _grid(self.size, target.device, target.dtype)
         mass = weight.sum().clamp_min(1e-6)

@@ -7,10 +7,13 @@ can only move among whole figures, the way VQGAN+CLIP paints through a generator
 pictures. The prior never saw a caption or a CLIP model; which figure a prompt gets is the
 optimizing model's choice.
 
-Two settings narrow the choice further, for models that misuse it: `ground = "grey"` keeps the
+Settings narrow the choice further, for models that misuse it: `ground = "grey"` keeps the
 ground one grey (the shapes world has only black or white grounds, and a free ground lets a model
-swap figure and ground on white), and `scale` draws the prior's figure at a fraction of the canvas
-about its centre, so the figure stays clear of the rim that zoomed-out views fill with the ground.
+swap figure and ground on white); `scale` draws the prior's figure at a fraction of the canvas
+about its centre, so the figure stays clear of the rim that zoomed-out views fill with the ground;
+`edge = "hard"` cuts the mask at 0.5, so the picture has the world's hard edges where the prior
+draws a soft rim (the gradient stays the soft mask's); `prior = "base"` paints through a prior
+that learned only the base world's three figures.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ from dataclasses import dataclass
 from clipterm import prior
 from clipterm.lazy import F, no_grad, torch
 from clipterm.parts.base import setting
-from clipterm.parts.image import ImageParam, figure_and_ground, ground_channels, ground_setting, logit, register_param
+from clipterm.parts.image import (
+    ImageParam,
+    figure_and_ground,
+    ground_channels,
+    ground_setting,
+    hard_cut,
+    logit,
+    register_param,
+    shown_ground,
+)
 from clipterm.parts.param_pyramid import upsample
 
 COLOUR_GAIN = 4.0  # colour logits are scaled up so that one learning rate suits the code and the colours
@@ -34,6 +46,8 @@ class VaeSettings:
     max_norm: float = setting(6.0, float, 0.0, 100.0, doc="longest code (0: any); keeps it where the prior learned")
     ground: str = ground_setting()
     scale: float = setting(1.0, float, 0.2, 1.0, doc="the figure's frame as a fraction of the canvas, about its centre")
+    prior: str = setting("rich", str, choices=tuple(prior.PRIORS), live=False, doc="the prior: rich or base world")
+    edge: str = setting("soft", str, choices=("soft", "hard"), doc="figure edge: the prior's blur, or a hard 0/1 cut")
 
 
 @register_param
@@ -44,16 +58,18 @@ class Vae(ImageParam):
 
     @classmethod
     def shapes(cls, settings: VaeSettings, size: int) -> dict[str, tuple[int, ...]]:
-        return {"code": (prior.latent_size(),), "ground": (ground_channels(settings.ground), 1, 1), "figure": (3, 1, 1)}
+        code = prior.latent_size(prior.PRIORS[settings.prior])
+        return {"code": (code,), "ground": (ground_channels(settings.ground), 1, 1), "figure": (3, 1, 1)}
 
     def init(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        code = torch.randn((1, prior.latent_size()), generator=gen) * self.settings.init_std
+        latent = prior.latent_size(prior.PRIORS[self.settings.prior])
+        code = torch.randn((1, latent), generator=gen) * self.settings.init_std
         grounds = ground_channels(self.settings.ground)
         colours = torch.randn((1, grounds + 3, 1, 1), generator=gen) * self.settings.colour_std / COLOUR_GAIN
         return {"code": code, "ground": colours[:, :grounds], "figure": colours[:, grounds:]}
 
     def _decoder(self):
-        return prior.load(str(self.tensors["code"].device))
+        return prior.load(str(self.tensors["code"].device), prior.PRIORS[self.settings.prior])
 
     def _frame(self, scale: float) -> torch.Tensor:
         """The affine sampling grid that maps the canvas onto a centred frame `scale` wide: with
@@ -65,13 +81,15 @@ class Vae(ImageParam):
     def mask(self) -> torch.Tensor:
         """The figure's weight per pixel, (1,1,H,W) in (0,1), at the canvas size; outside the
         figure's frame (`scale` < 1) it is 0, the ground."""
-        full = torch.sigmoid(upsample(self._decoder().logits(self.tensors["code"]), self.size))
-        if self.settings.scale >= 1.0:
-            return full
-        return F.grid_sample(full, self._frame(self.settings.scale), align_corners=False, padding_mode="zeros")
+        soft = torch.sigmoid(upsample(self._decoder().logits(self.tensors["code"]), self.size))
+        if self.settings.scale < 1.0:
+            soft = F.grid_sample(soft, self._frame(self.settings.scale), align_corners=False, padding_mode="zeros")
+        if self.settings.edge == "soft":
+            return soft
+        return hard_cut(soft)  # the world's hard edges; the gradient is the soft mask's
 
     def image(self) -> torch.Tensor:
-        ground = torch.sigmoid(COLOUR_GAIN * self.tensors["ground"])
+        ground = shown_ground(torch.sigmoid(COLOUR_GAIN * self.tensors["ground"]), self.settings.ground)
         figure = torch.sigmoid(COLOUR_GAIN * self.tensors["figure"])
         return ground + self.mask() * (figure - ground)
 
@@ -89,7 +107,7 @@ class Vae(ImageParam):
         code = self.tensors["code"]
         target = canvas.to(code).float()
         with torch.no_grad():
-            ground, figure, weight = figure_and_ground(target, grey_ground=self.settings.ground == "grey")
+            ground, figure, weight = figure_and_ground(target, grey_ground=self.settings.ground != "colour")
             self.tensors["ground"].copy_(logit(ground[:, : ground_channels(self.settings.ground)]) / COLOUR_GAIN)
             self.tensors["figure"].copy_(logit(figure) / COLOUR_GAIN)
             want = weight.clamp(0, 1)
