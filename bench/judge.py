@@ -2,6 +2,7 @@
 
     python bench/judge.py [--presets P ...] [--variant NAME=PRESET,key=value ...] [--judges shapes-b shapes-c]
                           [--steps 200] [--seeds 3] [--prompts 24] [--model shapes-a] [--sheets DIR]
+                          [--records FILE]
 
 Each of the 24 base prompts is optimized on --model with every preset (all presets of a prompt are
 lanes of one engine: one batched pass per step; a lane's result does not depend on its neighbours).
@@ -18,6 +19,7 @@ With --seeds K every number is the mean over seeds 0..K-1 with the range of the 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -75,6 +77,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=24, help="use the first N base captions")
     ap.add_argument("--model", default="shapes-a")
     ap.add_argument("--sheets", type=Path, default=None, help="write a contact sheet per preset and seed")
+    ap.add_argument("--records", type=Path, default=None, help="write one JSON line per preset, seed and prompt")
     args = ap.parse_args()
 
     specs = configs(args)
@@ -85,6 +88,7 @@ def main() -> None:
     # rows[name][metric] = per seed, the values over prompts
     rows: dict[str, dict[str, list[list[float]]]] = {n: {} for n in specs}
     pictures: dict[tuple[str, int], list[np.ndarray]] = {(n, s): [] for n in specs for s in range(args.seeds)}
+    records: list[dict] = []
     t0 = time.time()
     for seed in range(args.seeds):
         for r in rows.values():
@@ -94,10 +98,13 @@ def main() -> None:
             for name, (canvas, own) in run_prompt(bundle, models, specs, prompt, seed, args.steps).items():
                 rows[name]["own"][-1].append(own)
                 pictures[name, seed].append(canvas)
+                record = {"preset": name, "seed": seed, "prompt": prompt, "own": own}
                 for jname, judge in judges.items():
                     v = judge.rank_canvas(canvas, prompt)
                     rows[name][f"{jname}/sim"][-1].append(float(v.prompt_score))
                     rows[name][f"{jname}/top1"][-1].append(float(v.top == prompt))
+                    record[jname] = {"sim": float(v.prompt_score), "top": v.top}
+                records.append(record)
         print(f"seed {seed} done, {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     elapsed = time.time() - t0
     seeds = "seed 0" if args.seeds == 1 else f"seeds 0..{args.seeds - 1} (mean [min–max of the per-seed means])"
@@ -116,6 +123,9 @@ def main() -> None:
             else:
                 line += f" {_cell(rows[name][f'{j}/sim'], '.3f')} | {_cell(rows[name][f'{j}/top1'], '.0%')} |"
         print(line)
+    if args.records is not None:
+        args.records.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        print(f"records: {args.records}")
     if args.sheets is not None:
         args.sheets.mkdir(parents=True, exist_ok=True)
         for (name, seed), canvases in pictures.items():
