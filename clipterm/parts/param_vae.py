@@ -58,12 +58,14 @@ class Vae(ImageParam):
 
     @classmethod
     def shapes(cls, settings: VaeSettings, size: int) -> dict[str, tuple[int, ...]]:
-        code = prior.latent_size(prior.PRIORS[settings.prior])
-        return {"code": (code,), "ground": (ground_channels(settings.ground), 1, 1), "figure": (3, 1, 1)}
+        return {
+            "code": (prior.latent_size(prior.PRIORS[settings.prior]),),
+            "ground": (ground_channels(settings.ground), 1, 1),
+            "figure": (3, 1, 1),
+        }
 
     def init(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        latent = prior.latent_size(prior.PRIORS[self.settings.prior])
-        code = torch.randn((1, latent), generator=gen) * self.settings.init_std
+        code = torch.randn(self.shapes(self.settings, self.size)["code"], generator=gen)[None] * self.settings.init_std
         grounds = ground_channels(self.settings.ground)
         colours = torch.randn((1, grounds + 3, 1, 1), generator=gen) * self.settings.colour_std / COLOUR_GAIN
         return {"code": code, "ground": colours[:, :grounds], "figure": colours[:, grounds:]}
