@@ -6,6 +6,11 @@ lanes advance together in ONE batched forward (per model) and ONE backward per s
 keeps its own optimizer, best image, view generator and metric history, so a lane's trajectory is
 the same whether it runs alone or beside others. Per-step metrics stay on the device until
 `flush()`, so a step never waits for the GPU. No UI code here.
+
+A lane may start several times (`views.starts`): its starts share each step's views until step
+`views.trial`, then the one the model scores best on the fixed held-out views goes on alone. Why:
+a start is drawn from the run seed alone, so one unlucky start (an empty figure, a wrong ground)
+fails every prompt of a seed; several starts at views/starts views each cost what one costs.
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ import torch.nn.functional as F
 
 from clipterm import augment
 from clipterm.errors import ClipTermError
-from clipterm.lanespec import EVAL_COLUMNS, HISTORY_COLUMNS, MAX_LANES, LaneSpec, check_lane_name, opt_suffix
+from clipterm.lanespec import (
+    EVAL_COLUMNS,
+    HISTORY_COLUMNS,
+    MAX_LANES,
+    LaneSpec,
+    check_lane_name,
+    opt_suffix,
+    start_prefix,
+)
 from clipterm.models import ModelBundle, png_roundtrip
 from clipterm.parts.base import ParamError, lookup
 from clipterm.parts.image import ImageParam
@@ -47,6 +60,11 @@ def lane_seed(seed: int, name: str) -> int:
     return (seed * 1_000_003 + k * 7919) % (2**63)
 
 
+def start_seed(seed: int, k: int) -> int:
+    """The seed of a lane's start `k`: start 0 is the run seed's draw, so one start is a plain lane."""
+    return seed if k == 0 else (seed * 1_000_003 + 104_729 * k + 17) % (2**63)
+
+
 @dataclass
 class Lane:
     """One lane: its spec, its built parts and everything needed to continue it exactly."""
@@ -65,6 +83,8 @@ class Lane:
     evals: np.ndarray = field(default_factory=lambda: np.zeros((0, len(EVAL_COLUMNS)), np.float32))
     pending: list[torch.Tensor] = field(default_factory=list)
     last_raw: torch.Tensor | None = None  # clean-canvas similarity, carried between raw_every measurements
+    rivals: list[ImageParam] = field(default_factory=list)  # starts 1.. (kept, idle, after the choice)
+    rival_optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
 
     @property
     def steps(self) -> int:
@@ -73,6 +93,14 @@ class Lane:
     @property
     def n_views(self) -> int:
         return self.spec.views.views if self.spec.views.augment else 1
+
+    def in_trial(self) -> bool:
+        """Whether this step's views are shared among the lane's starts (before the choice)."""
+        return bool(self.rivals) and self.steps < self.spec.views.trial
+
+    def candidates(self) -> list[tuple[ImageParam, torch.optim.Optimizer]]:
+        """The lane's own image (start 0) and every other start, each with its optimizer."""
+        return [(self.image, self.optimizer), *zip(self.rivals, self.rival_optimizers)]
 
     def similarity_terms(self) -> list[Term]:
         return [t for t in self.terms if t.similarity]
@@ -181,7 +209,7 @@ class Engine:
         views, terms, optim = build_parts(spec)
         with torch.no_grad():
             best = image.image().detach().clone()
-        return Lane(
+        ln = Lane(
             name=name,
             spec=spec,
             image=image,  # type: ignore[arg-type]
@@ -193,6 +221,23 @@ class Engine:
             best_loss=torch.tensor(math.inf, device=self.device),
             gen=torch.Generator().manual_seed(lane_seed(self.seed, name)),
         )
+        self._match_starts(ln)
+        return ln
+
+    def _match_starts(self, ln: Lane) -> None:
+        """Give the lane the other starts its spec asks for (fresh draws of the lane's kind), or drop
+        those it no longer asks for; idempotent, so every spec change can call it."""
+        want = ln.spec.views.starts - 1
+        kind = type(ln.image)
+        if any(type(r) is not kind for r in ln.rivals):  # the parameterization changed: draw anew
+            ln.rivals, ln.rival_optimizers = [], []
+        del ln.rivals[want:], ln.rival_optimizers[want:]
+        for k in range(len(ln.rivals) + 1, want + 1):
+            rival = kind(ln.spec.param.settings, self.bundle.image_size, self.device, start_seed(self.seed, k))  # type: ignore[call-arg]
+            ln.rivals.append(rival)
+            ln.rival_optimizers.append(ln.optim.build(rival.parameters()))  # type: ignore[attr-defined]
+        for r in ln.rivals:
+            r.settings = ln.spec.param.settings
 
     def rebuild_lanes(self, lanes: dict[str, LaneSpec]) -> None:
         """Fresh lanes from specs (the caller then loads their saved state): restoring a session."""
@@ -299,7 +344,10 @@ class Engine:
                 g["lr"], g["weight_decay"] = new.optim.settings.lr, new.optim.settings.weight_decay
         if new.param.settings != old.param.settings:
             ln.image.settings = new.param.settings
+        if new.optim.name != old.optim.name or new.optim.settings != old.optim.settings:
+            ln.rival_optimizers = [optim.build(r.parameters()) for r in ln.rivals]  # type: ignore[attr-defined]
         ln.spec, ln.views, ln.terms, ln.optim = new, views, terms, optim
+        self._match_starts(ln)
 
     def set_preset(self, lane: str, name: str) -> LaneSpec:
         """Switch a lane's preset, keeping its canvas (refit if the parameterization differs); the
@@ -325,6 +373,7 @@ class Engine:
         views, terms, optim = build_parts(new)
         ln.image, ln.spec, ln.views, ln.terms, ln.optim = image, new, views, terms, optim  # type: ignore[assignment]
         ln.optimizer = optim.build(image.parameters())  # type: ignore[attr-defined]
+        self._match_starts(ln)
         with torch.no_grad():
             ln.best = image.image().detach().clone()  # type: ignore[attr-defined]
 
@@ -346,8 +395,7 @@ class Engine:
         text, weights = self._text_for(key)
         return (feats @ text.T) @ weights
 
-    def _views(self, ln: Lane, x: torch.Tensor) -> torch.Tensor:
-        n = ln.spec.views.views
+    def _views(self, ln: Lane, x: torch.Tensor, n: int) -> torch.Tensor:
         y = x
         for t in ln.views:
             y = t(y, n, ln.gen)
@@ -358,14 +406,20 @@ class Engine:
             y = F.interpolate(y, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return y
 
-    def _lane_pixels(self, ln: Lane, measure_raw: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """The lane's image, its batch of views (+ a clean copy when raw is measured), and how many are views."""
-        x = ln.image.image()
+    def _lane_pixels(self, ln: Lane, measure_raw: bool) -> tuple[list[torch.Tensor], torch.Tensor, int]:
+        """The lane's images (its own; in a trial every start's), its batch of views (+ a clean copy
+        of its own when raw is measured), and how many rows are views (shared out among starts)."""
+        xs = [c.image() for c, _ in ln.candidates()] if ln.in_trial() else [ln.image.image()]
+        x = xs[0]
         if ln.spec.views.augment:
-            views = self._views(ln, x)
+            n = ln.spec.views.views
+            each = max(1, n // len(xs))
+            views = torch.cat([self._views(ln, c, each) for c in xs]) if len(xs) > 1 else self._views(ln, x, n)
             batch = torch.cat([views, x.detach()], dim=0) if measure_raw else views
-            return x, batch, ln.spec.views.views
-        return x, x, 1
+            return xs, batch, views.shape[0]
+        if len(xs) > 1:  # clean canvases: each start is one row, its own first
+            return xs, torch.cat(xs), len(xs)
+        return xs, x, 1
 
     def _model_input(self, batch: torch.Tensor, key: str, normalize: bool) -> torch.Tensor:
         bundle = self.models[key]
@@ -380,6 +434,9 @@ class Engine:
     def step(self, n: int = 1) -> None:
         """Advance every lane by `n` steps, one batched forward/backward each."""
         for _ in range(n):
+            for ln in self.lanes.values():
+                if ln.rivals and ln.steps == ln.spec.views.trial:
+                    self._choose_start(ln)
             self._step_with_oom_retry()
             if self.eval_every > 0 and self.step_count % self.eval_every == 0:
                 self.evaluate()
@@ -393,7 +450,8 @@ class Engine:
                 return
             except torch.OutOfMemoryError:
                 for ln in self.lanes.values():
-                    ln.optimizer.zero_grad(set_to_none=True)
+                    for _, optimizer in ln.candidates():
+                        optimizer.zero_grad(set_to_none=True)
                     ln.gen.set_state(states[ln.name])
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -472,12 +530,13 @@ class Engine:
         lanes = list(self.lanes.values())
         due = (self.step_count + 1) % self.raw_every == 0
         probe = self.probe if self.probe is not None and self.probe.due(self.step_count + 1) else None
-        images, counts = [], []
+        images, counts, starts = [], [], []
         # per model: the rows each (lane, normalize) pair sends; OWN first so the probe sees its batch
         plan: dict[str, list[tuple[int, bool, torch.Tensor]]] = {k: [] for k in self._model_keys()}
         for i, ln in enumerate(lanes):
-            x, batch, n_views = self._lane_pixels(ln, due or ln.last_raw is None)
-            images.append(x)
+            xs, batch, n_views = self._lane_pixels(ln, due or ln.last_raw is None)
+            images.append(xs[0])
+            starts.append(xs)
             counts.append((batch.shape[0], n_views))
             wanted: list[tuple[str, bool]] = []
             for t in ln.similarity_terms():
@@ -532,14 +591,14 @@ class Engine:
                 term_loss = term_loss if t.weight == 1.0 else t.weight * term_loss
                 sim_loss = term_loss if sim_loss is None else sim_loss + term_loss
                 if raw is None and (size > n_views or not ln.spec.views.augment):  # the last row is the clean canvas
-                    raw = s[-1].detach()
+                    raw = s[-1].detach() if ln.spec.views.augment else s[0].detach()
             for t in ln.unit_terms():
                 assert tap is not None and own_feats is not None
                 s = self._unit_score(t, tap.acts, i, own_feats[unit_rows[i]])
                 term_loss = t.weight * t.loss(s[:n_views])  # type: ignore[attr-defined]
                 sim_loss = term_loss if sim_loss is None else sim_loss + term_loss
                 if raw is None and (size > n_views or not ln.spec.views.augment):  # a lane of units alone
-                    raw = s[-1].detach()
+                    raw = s[-1].detach() if ln.spec.views.augment else s[0].detach()
             assert sim_loss is not None
             if raw is not None:
                 ln.last_raw = raw
@@ -550,6 +609,8 @@ class Engine:
                     continue
                 v = t(x, ln.best)
                 lane_loss = lane_loss + t.weight * v
+                for other in starts[i][1:]:  # the other starts of a trial pay the same terms
+                    lane_loss = lane_loss + t.weight * t(other, ln.best)
                 if t.column:
                     cols[t.column] = v
             total = lane_loss if total is None else total + lane_loss
@@ -557,7 +618,8 @@ class Engine:
                 (ln.last_raw, lane_loss.detach(), sim_loss.detach(), cols["tv"].detach(), cols["memory"].detach())
             )
         for ln in lanes:
-            ln.optimizer.zero_grad(set_to_none=True)
+            for _, optimizer in ln.candidates():
+                optimizer.zero_grad(set_to_none=True)
         assert total is not None
         total.backward()
         if probe is not None:
@@ -567,13 +629,37 @@ class Engine:
                 better = sim_loss < ln.best_loss
                 ln.best.copy_(torch.where(better, images[i].detach(), ln.best))
                 ln.best_loss = torch.where(better, sim_loss, ln.best_loss)
-                if ln.optim.scheduled():
-                    done = int(ln.optimizer.state.get(ln.image.parameters()[0], {}).get("step", 0))
-                    for g in ln.optimizer.param_groups:
-                        g["lr"] = ln.optim.lr_at(done)
-                ln.optimizer.step()
-                ln.image.after_step()
+                moving = ln.candidates() if len(starts[i]) > 1 else [(ln.image, ln.optimizer)]
+                for image, optimizer in moving:
+                    if ln.optim.scheduled():
+                        done = int(optimizer.state.get(image.parameters()[0], {}).get("step", 0))
+                        for g in optimizer.param_groups:
+                            g["lr"] = ln.optim.lr_at(done)
+                    optimizer.step()
+                    image.after_step()
                 ln.pending.append(torch.stack([raw, lane_loss, sim_loss, tv, mem, ln.best_loss]).float())
+
+    @torch.no_grad()
+    def _choose_start(self, ln: Lane) -> None:
+        """End a lane's trial: the start the lane's own objective scores best on the 16 fixed
+        held-out views becomes the lane's image (the others stay, idle); recorded as a change."""
+        scores = [
+            float(self.term_similarity(ln, augment.apply_affine(c.image().detach(), self._held_out)).mean())
+            for c, _ in ln.candidates()
+        ]
+        k = max(range(len(scores)), key=lambda i: scores[i])
+        if any(c["lane"] == ln.name and c["key"] == "start" and c["step"] == ln.steps for c in self.changes):
+            return  # chosen already (a step that failed after the choice is being retried)
+        if k:
+            (ln.image, ln.rivals[k - 1]), (ln.optimizer, ln.rival_optimizers[k - 1]) = (
+                (ln.rivals[k - 1], ln.image),
+                (ln.rival_optimizers[k - 1], ln.optimizer),
+            )
+        ln.best = ln.image.image().detach().clone()
+        ln.best_loss = torch.tensor(math.inf, device=self.device)
+        self.changes.append(
+            {"step": ln.steps, "lane": ln.name, "key": "start", "old": "", "new": f"{k} of {len(scores)}"}
+        )
 
     def flush(self) -> None:
         """Copy pending per-step metrics to the host (the only per-step sync point); check for NaN."""
@@ -667,48 +753,63 @@ class Engine:
             "evals": ln.evals.astype(np.float32),
         }
         step = 0.0
-        for tname, t in ln.image.tensors.items():
-            st = ln.optimizer.state.get(t, {})
-            zeros = np.zeros(tuple(t.shape[1:]), np.float32)
-            sfx = opt_suffix(tname)
-            out[tname] = arr(t)
-            out[f"opt_exp_avg{sfx}"] = arr(st["exp_avg"]) if "exp_avg" in st else zeros
-            out[f"opt_exp_avg_sq{sfx}"] = arr(st["exp_avg_sq"]) if "exp_avg_sq" in st else zeros
-            if "step" in st:
-                step = float(st["step"])
-        out["opt_step"] = np.array(step, np.float32)
+        for k, (image, optimizer) in enumerate(ln.candidates()):
+            for tname, t in image.tensors.items():
+                st = optimizer.state.get(t, {})
+                zeros = np.zeros(tuple(t.shape[1:]), np.float32)
+                name_k = start_prefix(k) + tname
+                sfx = opt_suffix(name_k)
+                out[name_k] = arr(t)
+                out[f"opt_exp_avg{sfx}"] = arr(st["exp_avg"]) if "exp_avg" in st else zeros
+                out[f"opt_exp_avg_sq{sfx}"] = arr(st["exp_avg_sq"]) if "exp_avg_sq" in st else zeros
+                if "step" in st and k == 0:
+                    step = float(st["step"])
+        out["opt_step"] = np.array(step, np.float32)  # the other starts stepped with it, or stopped at the choice
         return out
 
     def load_lane_state(self, name: str, state: dict[str, np.ndarray]) -> None:
         """Restore a lane from `lane_state` arrays (already validated by the session loader)."""
         ln = self.lane(name)
-        tensors = ln.image.tensors
-        for tname, t in tensors.items():
-            shape = tuple(t.shape[1:])
-            for key in (tname, f"opt_exp_avg{opt_suffix(tname)}", f"opt_exp_avg_sq{opt_suffix(tname)}"):
-                if key not in state:
-                    raise EngineError(f"lane {name}: {key}.npy is missing")
-                if tuple(state[key].shape) != shape:
-                    raise EngineError(f"lane {name}: {key} has shape {state[key].shape}, the lane needs {shape}")
+        for k, (image, _) in enumerate(ln.candidates()):
+            for tname, t in image.tensors.items():
+                shape = tuple(t.shape[1:])
+                sfx = opt_suffix(start_prefix(k) + tname)
+                for key in (start_prefix(k) + tname, f"opt_exp_avg{sfx}", f"opt_exp_avg_sq{sfx}"):
+                    if key not in state:
+                        raise EngineError(f"lane {name}: {key}.npy is missing")
+                    if tuple(state[key].shape) != shape:
+                        raise EngineError(f"lane {name}: {key} has shape {state[key].shape}, the lane needs {shape}")
         if tuple(state["best"].shape) != tuple(ln.best.shape[1:]):
             raise EngineError(
                 f"lane {name}: best has shape {state['best'].shape}, the model needs {tuple(ln.best.shape[1:])}"
             )
         with torch.no_grad():
-            for tname, t in tensors.items():
-                t.copy_(torch.from_numpy(state[tname])[None].to(self.device))
             ln.best.copy_(torch.from_numpy(state["best"])[None].to(self.device))
         ln.best_loss = torch.tensor(float(state["best_loss"]), device=self.device)
-        ln.optimizer = ln.optim.build(ln.image.parameters())
-        if float(state["opt_step"]) > 0:
-            for tname, t in tensors.items():
-                sfx = opt_suffix(tname)
-                ln.optimizer.state[t] = {
-                    "step": torch.tensor(float(state["opt_step"]), dtype=torch.float32),
+        # the other starts stepped with the lane until the choice, and not after it
+        step = float(state["opt_step"])
+        steps = [step, *[min(step, float(ln.spec.views.trial))] * len(ln.rivals)]
+        built = [self._restored(image, k, state, steps[k], ln) for k, (image, _) in enumerate(ln.candidates())]
+        ln.optimizer, ln.rival_optimizers = built[0], built[1:]
+        self._load_records(ln, state)
+
+    def _restored(
+        self, image: ImageParam, k: int, state: dict[str, np.ndarray], step: float, ln: Lane
+    ) -> torch.optim.Optimizer:
+        """Start `k`'s tensors from saved arrays, and a fresh optimizer holding their saved moments."""
+        with torch.no_grad():
+            for tname, t in image.tensors.items():
+                t.copy_(torch.from_numpy(state[start_prefix(k) + tname])[None].to(self.device))
+        optimizer = ln.optim.build(image.parameters())  # type: ignore[attr-defined]
+        if step > 0:
+            for tname, t in image.tensors.items():
+                sfx = opt_suffix(start_prefix(k) + tname)
+                optimizer.state[t] = {
+                    "step": torch.tensor(step, dtype=torch.float32),
                     "exp_avg": torch.from_numpy(state[f"opt_exp_avg{sfx}"])[None].to(self.device),
                     "exp_avg_sq": torch.from_numpy(state[f"opt_exp_avg_sq{sfx}"])[None].to(self.device),
                 }
-        self._load_records(ln, state)
+        return optimizer
 
     def start_from(self, canvas: np.ndarray) -> dict[str, float]:
         """Start every lane from a picture instead of noise (`--init`): each parameterization fits
@@ -720,6 +821,8 @@ class Engine:
         errors = {}
         for name, ln in self.lanes.items():
             errors[name] = ln.image.fit(x)
+            for rival in ln.rivals:  # a picture to start from is every start's
+                rival.fit(x)
             with torch.no_grad():
                 ln.best = ln.image.image().detach().clone()
         return errors

@@ -39,6 +39,11 @@ def opt_suffix(tensor: str) -> str:
     return "" if tensor == "param" else f"_{tensor}"
 
 
+def start_prefix(k: int) -> str:
+    """Array-name prefix of a lane's start `k` (0: the lane's own tensors, no prefix)."""
+    return f"start{k}_" if k else ""
+
+
 def check_lane_name(name: object) -> str:
     """A lane name is a short lowercase word (it names the lane's directory, lane-NAME)."""
     if not isinstance(name, str) or not LANE_NAME.match(name):
@@ -51,6 +56,8 @@ def check_lane_name(name: object) -> str:
 class ViewSettings:
     augment: bool = setting(False, bool, doc="score random views (on) or the clean canvas (off)")
     views: int = setting(1, int, 1, 256, doc="views per step")
+    starts: int = setting(1, int, 1, 16, live=False, doc="starts sharing the views until `trial`; the best goes on")
+    trial: int = setting(0, int, 0, 100_000, live=False, doc="steps before the best of several starts is kept")
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,8 @@ class LaneSpec:
         views = "+".join(p.name for p in self.transforms) if self.views.augment and self.transforms else "clean"
         if self.views.augment:
             views += f" x{self.views.views}"
+        if self.views.starts > 1:
+            views += f" · best of {self.views.starts} starts at step {self.views.trial}"
         terms = "+".join(_term_label(p) for p in self.terms)
         return f"{self.param.name} · {views} · {terms} · {self.optim.name}"
 
@@ -185,8 +194,13 @@ class LaneSpec:
         return out
 
     def arrays(self, size: int) -> dict[str, tuple[int, ...]]:
-        """The parameterization's tensors (name -> shape) for a canvas of `size`."""
-        return lookup("param", self.param.name, "param").shapes(self.param.settings, size)  # type: ignore[attr-defined]
+        """The parameterization's tensors (name -> shape) for a canvas of `size`, and those of every
+        other start (`start1_code`...), kept after the choice so a session always holds the same files."""
+        own = lookup("param", self.param.name, "param").shapes(self.param.settings, size)  # type: ignore[attr-defined]
+        out = dict(own)
+        for k in range(1, self.views.starts):
+            out.update({f"{start_prefix(k)}{name}": shape for name, shape in own.items()})
+        return out
 
 
 def _term_label(part: PartSpec) -> str:

@@ -269,7 +269,8 @@ def test_stress_sigkill_at_20_moments_resumes_exactly(reference, server, tmp_pat
     assert read_doc(path)["changes"] == []
 
 
-# One lane of each kind of part: the parameterizations, every transform, a schedule, an ensemble.
+# One lane of each kind of part: the parameterizations, every transform, a schedule, an ensemble,
+# several starts (split at step 6, inside the trial; the choice at 8).
 KINDS = [
     "--lanes",
     "none",
@@ -281,6 +282,8 @@ KINDS = [
     "e=self-guided,models=shapes-a+shapes-b",
     "--lane",
     "v=vae-grey,views=2",
+    "--lane",
+    "m=vae-base,views=4,starts=2,trial=8",
 ]
 KIND_STEPS = 12
 
@@ -291,7 +294,7 @@ def test_every_kind_of_lane_resumes_exactly_after_a_split_run_and_after_sigkill(
     assert proc.returncode == 0, proc.stderr
     want = lane_arrays(one_go)
     assert {"lane-f/spectrum.npy", "lane-p/level1.npy", "lane-p/opt_exp_avg_sq_level64.npy"} <= set(want)
-    assert "lane-v/code.npy" in want
+    assert {"lane-v/code.npy", "lane-m/start1_code.npy", "lane-m/opt_exp_avg_sq_start1_ground.npy"} <= set(want)
     split = tmp_path / "split"
     for steps in (KIND_STEPS // 2, KIND_STEPS):
         proc = clipterm(*run_args(split, steps), *KINDS)
@@ -306,4 +309,6 @@ def test_every_kind_of_lane_resumes_exactly_after_a_split_run_and_after_sigkill(
     proc = clipterm(*run_args(killed, KIND_STEPS), *KINDS)  # resume: the same flags change nothing
     assert proc.returncode == 0, proc.stderr
     assert_same(lane_arrays(killed), want)
-    assert read_doc(killed)["changes"] == []
+    assert read_doc(killed)["changes"] == read_doc(one_go)["changes"] == [
+        {"step": 8, "lane": "m", "key": "start", "old": "", "new": read_doc(one_go)["changes"][0]["new"]}
+    ]
