@@ -60,7 +60,8 @@ def test_every_start_moves_in_the_trial_and_the_best_on_held_out_views_goes_on_a
     assert not any(same(a, b) for a, b in zip(before, at_trial))
     held = augment.held_out_thetas()
     with torch.no_grad():
-        scores = [float(e.term_similarity(ln, augment.apply_affine(c.image(), held)).mean()) for c, _ in ln.candidates()]
+        images = [c.image() for c, _ in ln.candidates()]
+        scores = [float(e.term_similarity(ln, augment.apply_affine(x, held)).mean()) for x in images]
     e.step(3)
     k = int(np.argmax(scores))
     assert e.changes == [{"step": 4, "lane": "c", "key": "start", "old": "", "new": f"{k} of 3"}]
