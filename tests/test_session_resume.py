@@ -309,6 +309,8 @@ def test_every_kind_of_lane_resumes_exactly_after_a_split_run_and_after_sigkill(
     proc = clipterm(*run_args(killed, KIND_STEPS), *KINDS)  # resume: the same flags change nothing
     assert proc.returncode == 0, proc.stderr
     assert_same(lane_arrays(killed), want)
-    assert read_doc(killed)["changes"] == read_doc(one_go)["changes"] == [
-        {"step": 8, "lane": "m", "key": "start", "old": "", "new": read_doc(one_go)["changes"][0]["new"]}
-    ]
+    assert (
+        read_doc(killed)["changes"]
+        == read_doc(one_go)["changes"]
+        == [{"step": 8, "lane": "m", "key": "start", "old": "", "new": read_doc(one_go)["changes"][0]["new"]}]
+    )
