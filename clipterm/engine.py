@@ -339,13 +339,13 @@ class Engine:
         self._check_objective(ln.name, new)
         if new.optim.name != old.optim.name:
             ln.optimizer = optim.build(ln.image.parameters())
+            ln.rival_optimizers = [optim.build(r.parameters()) for r in ln.rivals]  # type: ignore[attr-defined]
         elif new.optim.settings != old.optim.settings:
-            for g in ln.optimizer.param_groups:
-                g["lr"], g["weight_decay"] = new.optim.settings.lr, new.optim.settings.weight_decay
+            for _, optimizer in ln.candidates():  # every start keeps its moments, as the lane does
+                for g in optimizer.param_groups:
+                    g["lr"], g["weight_decay"] = new.optim.settings.lr, new.optim.settings.weight_decay
         if new.param.settings != old.param.settings:
             ln.image.settings = new.param.settings
-        if new.optim.name != old.optim.name or new.optim.settings != old.optim.settings:
-            ln.rival_optimizers = [optim.build(r.parameters()) for r in ln.rivals]  # type: ignore[attr-defined]
         ln.spec, ln.views, ln.terms, ln.optim = new, views, terms, optim
         self._match_starts(ln)
 
@@ -643,13 +643,13 @@ class Engine:
     def _choose_start(self, ln: Lane) -> None:
         """End a lane's trial: the start the lane's own objective scores best on the 16 fixed
         held-out views becomes the lane's image (the others stay, idle); recorded as a change."""
+        if any(c["lane"] == ln.name and c["key"] == "start" and c["step"] == ln.steps for c in self.changes):
+            return  # chosen already (a step that failed after the choice is being retried)
         scores = [
             float(self.term_similarity(ln, augment.apply_affine(c.image().detach(), self._held_out)).mean())
             for c, _ in ln.candidates()
         ]
         k = max(range(len(scores)), key=lambda i: scores[i])
-        if any(c["lane"] == ln.name and c["key"] == "start" and c["step"] == ln.steps for c in self.changes):
-            return  # chosen already (a step that failed after the choice is being retried)
         if k:
             (ln.image, ln.rivals[k - 1]), (ln.optimizer, ln.rival_optimizers[k - 1]) = (
                 (ln.rivals[k - 1], ln.image),
