@@ -34,7 +34,8 @@ def timed(engine: Engine, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def median_times(engines: dict[str, Engine], steps: int, reps: int, warmup: int) -> dict[str, float]:
+def rep_times(engines: dict[str, Engine], steps: int, reps: int, warmup: int) -> dict[str, list[float]]:
+    """Each engine's step time per repetition, in order (a preset with a trial changes speed mid-run)."""
     for e in engines.values():
         e.step(warmup)
         e.flush()
@@ -42,7 +43,11 @@ def median_times(engines: dict[str, Engine], steps: int, reps: int, warmup: int)
     for _ in range(reps):  # interleaved, so drift in machine load hits every variant alike
         for k, e in engines.items():
             times[k].append(timed(e, steps))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def median_times(engines: dict[str, Engine], steps: int, reps: int, warmup: int) -> dict[str, float]:
+    return {k: statistics.median(v) for k, v in rep_times(engines, steps, reps, warmup).items()}
 
 
 def main() -> None:
@@ -69,13 +74,19 @@ def main() -> None:
         pair = {name: spec, f"constrained, {views} views": preset("constrained").with_value("views", views)}
         models = extra_models(pair, bundle)  # an ensemble's other models (its cost is part of the step)
         engines = {k: Engine(bundle, PROMPT, {"a": s}, seed=0, eval_every=0, models=models) for k, s in pair.items()}
-        t = median_times(engines, args.steps, args.reps, args.warmup)
+        reps = rep_times(engines, args.steps, args.reps, args.warmup)
+        t = {k: statistics.median(v) for k, v in reps.items()}
+        mean = {k: statistics.mean(v) for k, v in reps.items()}  # over the whole timed run, trial included
         (a, ta), (b, tb) = t.items()
         print(
-            f"\n| {args.model}, {views} views | step ms | steps/s |\n| --- | --- | --- |\n"
-            f"| {a} ({spec.describe()}) | {ta * 1000:.0f} | {1 / ta:.2f} |\n| {b} | {tb * 1000:.0f} | {1 / tb:.2f} |\n"
-            f"| {a} / constrained step time | {ta / tb:.3f}x | |"
+            f"\n| {args.model}, {views} views | median step ms | steps/s | mean step ms over the timed steps |"
+            f"\n| --- | --- | --- | --- |\n"
+            f"| {a} ({spec.describe()}) | {ta * 1000:.0f} | {1 / ta:.2f} | {mean[a] * 1000:.0f} |\n"
+            f"| {b} | {tb * 1000:.0f} | {1 / tb:.2f} | {mean[b] * 1000:.0f} |\n"
+            f"| {a} / constrained step time | {ta / tb:.3f}x | | {mean[a] / mean[b]:.3f}x |"
         )
+        for k, v in reps.items():
+            print(f"per repetition, {k}: " + " ".join(f"{x * 1000:.0f}" for x in v) + " ms")
     if args.only_versus:
         return
 

@@ -47,6 +47,7 @@ from clipterm.units import Tap, check_unit, tower
 from clipterm.unitspec import carry_objective, describe_units, has_prompt_term, units_of, with_units
 
 OWN = ""  # in a similarity term's model list: the run's own model
+CHOICE_SEED = 20261206  # the fixed draw of a lane's own views that `views.choose = "views"` compares starts on
 
 
 class EngineError(ClipTermError):
@@ -640,13 +641,26 @@ class Engine:
                 ln.pending.append(torch.stack([raw, lane_loss, sim_loss, tv, mem, ln.best_loss]).float())
 
     @torch.no_grad()
+    def _choice_views(self, ln: Lane, x: torch.Tensor) -> torch.Tensor:
+        """The same fixed rows for every start, so the choice compares canvases, not view draws, and
+        leaves the lane's own random stream alone (a resumed session chooses the same start)."""
+        if ln.spec.views.choose == "canvas":
+            return x
+        if ln.spec.views.choose == "views":
+            gen = torch.Generator(device=ln.gen.device).manual_seed(CHOICE_SEED)
+            y = x
+            for t in ln.views:
+                y = t(y, len(self._held_out), gen)
+            return y
+        return augment.apply_affine(x, self._held_out)
+
     def _choose_start(self, ln: Lane) -> None:
-        """End a lane's trial: the start the lane's own objective scores best on the 16 fixed
-        held-out views becomes the lane's image (the others stay, idle); recorded as a change."""
+        """End a lane's trial: the start the lane's own objective scores best (on the rows `views.choose`
+        names) becomes the lane's image (the others stay, idle); recorded as a change."""
         if any(c["lane"] == ln.name and c["key"] == "start" and c["step"] == ln.steps for c in self.changes):
             return  # chosen already (a step that failed after the choice is being retried)
         scores = [
-            float(self.term_similarity(ln, augment.apply_affine(c.image().detach(), self._held_out)).mean())
+            float(self.term_similarity(ln, self._choice_views(ln, c.image().detach())).mean())
             for c, _ in ln.candidates()
         ]
         k = max(range(len(scores)), key=lambda i: scores[i])

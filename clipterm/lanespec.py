@@ -58,6 +58,13 @@ class ViewSettings:
     views: int = setting(1, int, 1, 256, doc="views per step")
     starts: int = setting(1, int, 1, 16, live=False, doc="starts sharing the views until `trial`; the best goes on")
     trial: int = setting(0, int, 0, 100_000, live=False, doc="steps before the best of several starts is kept")
+    choose: str = setting(
+        "held-out",
+        str,
+        choices=("held-out", "views", "canvas"),
+        live=False,
+        doc="what picks the start: the 16 held-out views, 16 fixed draws of the lane's views, or the canvas",
+    )
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,8 @@ class LaneSpec:
             views += f" x{self.views.views}"
         if self.views.starts > 1:
             views += f" · best of {self.views.starts} starts at step {self.views.trial}"
+            if self.views.choose != "held-out":
+                views += f" by its {self.views.choose}"
         terms = "+".join(_term_label(p) for p in self.terms)
         return f"{self.param.name} · {views} · {terms} · {self.optim.name}"
 

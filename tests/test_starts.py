@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from clipterm import augment
-from clipterm.engine import Engine
+from clipterm.engine import CHOICE_SEED, Engine
 from clipterm.lanespec import apply_pairs
 from clipterm.parts.base import ParamError
 from clipterm.presets import preset
@@ -17,8 +17,9 @@ from clipterm.presets import preset
 PROMPT = "a green triangle on a white background"
 
 
-def spec(starts: int = 3, trial: int = 4, views: int = 6, base: str = "vae-base"):
-    return apply_pairs(preset(base), [("views", str(views)), ("starts", str(starts)), ("trial", str(trial))])
+def spec(starts: int = 3, trial: int = 4, views: int = 6, base: str = "vae-base", choose: str = "held-out"):
+    pairs = [("views", str(views)), ("starts", str(starts)), ("trial", str(trial)), ("choose", choose)]
+    return apply_pairs(preset(base), pairs)
 
 
 def tensors(image) -> dict[str, torch.Tensor]:
@@ -109,7 +110,41 @@ def test_a_lane_made_with_several_starts_keeps_their_arrays_when_its_preset_chan
     assert len(kinds) == 1 and not e.lanes["c"].rivals
 
 
-@pytest.mark.parametrize(("key", "value"), [("starts", "0"), ("starts", "17"), ("trial", "-1"), ("starts", "2.5")])
+def own_views(ln, x: torch.Tensor) -> torch.Tensor:
+    """16 draws of the lane's own views from the fixed choice seed: the same draw for every start."""
+    gen = torch.Generator().manual_seed(CHOICE_SEED)
+    for t in ln.views:
+        x = t(x, 16, gen)
+    return x
+
+
+@pytest.mark.parametrize(("choose", "rows"), [("canvas", 1), ("views", 16)])
+def test_views_choose_picks_the_start_by_its_canvas_or_a_fixed_draw_of_its_own_views(shapes_a, choose, rows):
+    e = Engine(shapes_a, PROMPT, {"c": spec(starts=4, trial=4, choose=choose)}, seed=4, eval_every=0)
+    ln = e.lanes["c"]
+    e.step(4)
+    with torch.no_grad():
+        images = [c.image() for c, _ in ln.candidates()]
+        pick = (lambda x: x) if choose == "canvas" else (lambda x: own_views(ln, x))
+        scores = [float(e.term_similarity(ln, pick(x)).mean()) for x in images]
+    seen: list[int] = []
+    hook = shapes_a.model.visual.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    try:
+        e.step(1)
+    finally:
+        hook.remove()
+    assert seen[:4] == [rows] * 4  # each start scored once, without a gradient, before the step
+    k = int(np.argmax(scores))
+    assert e.changes == [{"step": 4, "lane": "c", "key": "start", "old": "", "new": f"{k} of 4"}]
+    assert f"best of 4 starts at step 4 by its {choose}" in ln.spec.describe()
+    held = Engine(shapes_a, PROMPT, {"c": spec(starts=4, trial=4)}, seed=4, eval_every=0)
+    held.step(5)
+    assert held.changes[0]["new"] != f"{k} of 4"  # here the held-out views would pick another start
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("choose", "judge"), ("starts", "0"), ("starts", "17"), ("trial", "-1"), ("starts", "2.5")]
+)
 def test_out_of_range_starts_are_refused_in_one_line(key, value):
     with pytest.raises(ParamError) as err:
         apply_pairs(preset("vae-base"), [(key, value)])
