@@ -640,7 +640,6 @@ class Engine:
                     image.after_step()
                 ln.pending.append(torch.stack([raw, lane_loss, sim_loss, tv, mem, ln.best_loss]).float())
 
-    @torch.no_grad()
     def _choice_views(self, ln: Lane, x: torch.Tensor) -> torch.Tensor:
         """The same fixed rows for every start, so the choice compares canvases, not view draws, and
         leaves the lane's own random stream alone (a resumed session chooses the same start)."""
@@ -654,6 +653,7 @@ class Engine:
             return y
         return augment.apply_affine(x, self._held_out)
 
+    @torch.no_grad()
     def _choose_start(self, ln: Lane) -> None:
         """End a lane's trial: the start the lane's own objective scores best (on the rows `views.choose`
         names) becomes the lane's image (the others stay, idle); recorded as a change."""

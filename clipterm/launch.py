@@ -40,8 +40,8 @@ PARAM_FLAGS = (  # run flags that set a lane setting of the same (short) key, on
     "scale_max",
     "flip_p",
 )
-# Lane C of a new session: the preset the tuning judge (shapes-b) recognises best over 3 seeds
-# (bench/RESULTS.md, "Recognition report"; the held-out shapes-c had no say). This
+# Lane C of a new session: the preset the tuning judges (shapes-b, shapes-d) recognise best over 3
+# seeds (bench/RESULTS.md, "Recognition report 8"; the held-out shapes-c had no say). This
 # one name is all that changes when a better preset is found; help texts and tests read it from here.
 BEST_PRESET = "vae-starts16"
 DEFAULT_LANES = {"a": "unconstrained", "b": "constrained", "c": BEST_PRESET}

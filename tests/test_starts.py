@@ -127,13 +127,16 @@ def test_views_choose_picks_the_start_by_its_canvas_or_a_fixed_draw_of_its_own_v
         images = [c.image() for c, _ in ln.candidates()]
         pick = (lambda x: x) if choose == "canvas" else (lambda x: own_views(ln, x))
         scores = [float(e.term_similarity(ln, pick(x)).mean()) for x in images]
-    seen: list[int] = []
-    hook = shapes_a.model.visual.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    seen: list[tuple[int, bool]] = []
+    hook = shapes_a.model.visual.register_forward_pre_hook(
+        lambda _m, args: seen.append((args[0].shape[0], torch.is_grad_enabled()))
+    )
     try:
         e.step(1)
     finally:
         hook.remove()
-    assert seen[:4] == [rows] * 4  # each start scored once, without a gradient, before the step
+    assert seen[:4] == [(rows, False)] * 4  # each start scored once, without a gradient, before the step
+    assert seen[4][1]  # then the step itself, with one
     k = int(np.argmax(scores))
     assert e.changes == [{"step": 4, "lane": "c", "key": "start", "old": "", "new": f"{k} of 4"}]
     assert f"best of 4 starts at step 4 by its {choose}" in ln.spec.describe()
