@@ -199,3 +199,16 @@ def test_a_base_world_prior_learns_only_circles_squares_and_triangles():
 
     assert all(base_like(*k) for k in kinds("base"))
     assert sum(not base_like(*k) for k in kinds("rich")) > 30
+
+
+def test_ground_start_begins_near_black_or_white_by_the_seed_and_keeps_the_rest_of_the_draw():
+    greys = []
+    for seed in range(12):
+        p = make(seed=seed, ground="grey", scale=0.85, ground_start=0.4)
+        plain = make(seed=seed, ground="grey", scale=0.85)
+        assert torch.equal(p.tensors["code"], plain.tensors["code"])  # the same shape start as without it
+        assert torch.equal(p.tensors["figure"], plain.tensors["figure"])
+        greys.append(float(p.image().detach()[0, 0, 0, 0]))  # a corner: outside the figure's frame
+        assert float(plain.image().detach()[0, 0, 0, 0]) == pytest.approx(0.5)
+    assert all(g == pytest.approx(0.1, abs=1e-4) or g == pytest.approx(0.9, abs=1e-4) for g in greys)
+    assert 0 < sum(g < 0.5 for g in greys) < len(greys)  # both grounds occur among the seeds

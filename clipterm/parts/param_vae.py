@@ -18,6 +18,7 @@ that learned only the base world's three figures.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from clipterm import prior
@@ -43,6 +44,9 @@ FIT_STEPS = 40  # gradient steps refining the encoder's code when fitting a pict
 class VaeSettings:
     init_std: float = setting(0.5, float, 0.0, 10.0, live=False, doc="spread of the code's start")
     colour_std: float = setting(0.0, float, 0.0, 10.0, live=False, doc="spread of the two colours' start (0: grey)")
+    ground_start: float = setting(
+        0.0, float, 0.0, 0.49, live=False, doc="the ground starts this far from mid grey, to black or white by a coin"
+    )
     max_norm: float = setting(6.0, float, 0.0, 100.0, doc="longest code (0: any); keeps it where the prior learned")
     ground: str = ground_setting()
     scale: float = setting(1.0, float, 0.2, 1.0, doc="the figure's frame as a fraction of the canvas, about its centre")
@@ -68,7 +72,12 @@ class Vae(ImageParam):
         code = torch.randn(self.shapes(self.settings, self.size)["code"], generator=gen)[None] * self.settings.init_std
         grounds = ground_channels(self.settings.ground)
         colours = torch.randn((1, grounds + 3, 1, 1), generator=gen) * self.settings.colour_std / COLOUR_GAIN
-        return {"code": code, "ground": colours[:, :grounds], "figure": colours[:, grounds:]}
+        ground = colours[:, :grounds]
+        if self.settings.ground_start > 0:  # drawn last, so a lane without it keeps its stream
+            towards = 1.0 if float(torch.rand((), generator=gen)) < 0.5 else -1.0
+            grey = 0.5 + towards * self.settings.ground_start
+            ground = ground + math.log(grey / (1 - grey)) / COLOUR_GAIN
+        return {"code": code, "ground": ground, "figure": colours[:, grounds:]}
 
     def _decoder(self):
         return prior.load(str(self.tensors["code"].device), prior.PRIORS[self.settings.prior])
