@@ -41,9 +41,9 @@ PARAM_FLAGS = (  # run flags that set a lane setting of the same (short) key, on
     "flip_p",
 )
 # Lane C of a new session: the preset the tuning judges (shapes-b, shapes-d) recognise best over 3
-# seeds (bench/RESULTS.md, "Recognition report 8"; the held-out shapes-c had no say). This
+# seeds (bench/RESULTS.md, "Recognition report 9"; the held-out shapes-c had no say). This
 # one name is all that changes when a better preset is found; help texts and tests read it from here.
-BEST_PRESET = "vae-starts16"
+BEST_PRESET = "vae-starts-grounds"
 DEFAULT_LANES = {"a": "unconstrained", "b": "constrained", "c": BEST_PRESET}
 
 
