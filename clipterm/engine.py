@@ -396,10 +396,11 @@ class Engine:
         text, weights = self._text_for(key)
         return (feats @ text.T) @ weights
 
-    def _views(self, ln: Lane, x: torch.Tensor, n: int) -> torch.Tensor:
+    def _views(self, ln: Lane, x: torch.Tensor, n: int, gen: torch.Generator | None = None) -> torch.Tensor:
+        """`n` views of `x` through the lane's transforms, drawn from `gen` (default: the lane's stream)."""
         y = x
         for t in ln.views:
-            y = t(y, n, ln.gen)
+            y = t(y, n, ln.gen if gen is None else gen)
         if y.shape[0] == 1:
             y = y.expand(n, -1, -1, -1)
         size = self.bundle.image_size
@@ -647,10 +648,7 @@ class Engine:
             return x
         if ln.spec.views.choose == "views":
             gen = torch.Generator(device=ln.gen.device).manual_seed(CHOICE_SEED)
-            y = x
-            for t in ln.views:
-                y = t(y, len(self._held_out), gen)
-            return y
+            return self._views(ln, x, len(self._held_out), gen)
         return augment.apply_affine(x, self._held_out)
 
     @torch.no_grad()
