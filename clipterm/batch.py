@@ -141,6 +141,7 @@ def open_session(
     """Create the prompt's session, or resume it (it must hold the same prompt, and with --init have
     started from that picture). `init`: the picture new sessions start from."""
     from clipterm.launch import apply_resume_flags, check_resume_flags, lane_specs_from_args
+    from clipterm.modelnames import is_shapes_model
     from clipterm.probes import configure
     from clipterm.runner import Autosave, Run, check_fits
 
@@ -158,11 +159,13 @@ def open_session(
         run = Run.resume(path, bundle, autosave)
         apply_resume_flags(run, args)
     else:
+        bundle = models.for_new()
         run = Run.create(
             path,
-            models.for_new(),
+            bundle,
             prompt,
-            lane_specs_from_args(args, prompt=True),  # --unit adds units beside each prompt
+            # --unit adds units beside each prompt; lane C's default follows the model's world
+            lane_specs_from_args(args, prompt=True, shapes_world=is_shapes_model(bundle.name)),
             seed=args.seed or 0,
             eval_every=50 if args.eval_every is None else args.eval_every,
             frame_every=args.frame_every or 10,

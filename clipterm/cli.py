@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from clipterm import __version__
 from clipterm.errors import ClipTermError, err
-from clipterm.launch import DEFAULT_LANES, PARAM_FLAGS, Progress, lanes_flag, open_run
+from clipterm.launch import DEFAULT_LANES, PARAM_FLAGS, Progress, default_lanes, lanes_flag, open_run
 from clipterm.text import printable
 
 if TYPE_CHECKING:
@@ -67,8 +67,14 @@ def _seed(text: str) -> int:
 
 def _default_lanes_text() -> str:
     """'a (unconstrained), b (constrained) and c (...)': a new session's lanes, for help texts."""
-    items = [f"{name} ({base})" for name, base in DEFAULT_LANES.items()]
+    items = [f"{name} ({_default_of(name)})" for name in DEFAULT_LANES]
     return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _default_of(lane: str) -> str:
+    """A default lane's preset for help texts: lane C's depends on the model's world."""
+    shapes, other = default_lanes(True)[lane], default_lanes(False)[lane]
+    return shapes if shapes == other else f"{shapes} on a shapes model, {other} on any other"
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -117,12 +123,12 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         help=f"which of the default lanes {_default_lanes_text()} a new session runs: some of the letters "
         f"{every} in that order, or none (default {every})",
     )
-    for name, base in DEFAULT_LANES.items():
+    for name in DEFAULT_LANES:
         p.add_argument(
             f"--mode-{name}",
             dest=f"mode_{name}",
             metavar="PRESET",
-            help=f"preset of lane {name.upper()} (default {base})",
+            help=f"preset of lane {name.upper()} (default {_default_of(name)})",
         )
     p.add_argument(
         "--lane",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from clipterm.errors import ClipTermError
 from clipterm.images import regular_input
+from clipterm.modelnames import is_shapes_model
 from clipterm.text import content_lines, first_control, printable
 
 NAMED = ("shapes", "imagenet")
@@ -71,16 +72,6 @@ def imagenet_labels() -> LabelSet:
     import open_clip
 
     return LabelSet("imagenet", tuple(open_clip.IMAGENET_CLASSNAMES), tuple(open_clip.SIMPLE_IMAGENET_TEMPLATES))
-
-
-def is_shapes_model(name: str) -> bool:
-    """A bundled shapes model, or a `local-dir:` folder that `clipterm train-shapes` made (it holds
-    training.json): models that know the 24 base captions rather than ImageNet."""
-    from clipterm.models import BUNDLED
-
-    if name in BUNDLED:
-        return True
-    return name.startswith("local-dir:") and Path(name.split(":", 1)[1], "training.json").is_file()
 
 
 def default_labels(model_name: str) -> str:

@@ -40,11 +40,21 @@ PARAM_FLAGS = (  # run flags that set a lane setting of the same (short) key, on
     "scale_max",
     "flip_p",
 )
-# Lane C of a new session: the preset the tuning judges (shapes-b, shapes-d) recognise best over 3
-# seeds (bench/RESULTS.md, "Recognition report 9"; the held-out shapes-c had no say). This
-# one name is all that changes when a better preset is found; help texts and tests read it from here.
+# Lane C of a new session on a shapes model: the preset the tuning judges (shapes-b, shapes-d)
+# recognise best over 3 seeds (bench/RESULTS.md, "Recognition report 9"; the held-out shapes-c had no
+# say). This one name is all that changes when a better preset is found; help texts and tests read it
+# from here.
 BEST_PRESET = "vae-starts-grounds"
+# Lane C on any other model (a real CLIP): BEST_PRESET paints through a prior that knows only the
+# shapes world's figures, so there the best preset without a prior or a second model is the answer
+# (report 3: pyramid-shift, 79 % on the held-out shapes-c).
+OPEN_PRESET = "pyramid-shift"
 DEFAULT_LANES = {"a": "unconstrained", "b": "constrained", "c": BEST_PRESET}
+
+
+def default_lanes(shapes_world: bool) -> dict[str, str]:
+    """The default lanes' presets on a model that knows only the shapes world, or on any other."""
+    return dict(DEFAULT_LANES) if shapes_world else {**DEFAULT_LANES, "c": OPEN_PRESET}
 
 
 def lanes_flag(text: str) -> str:
@@ -113,20 +123,23 @@ def unit_args(args: argparse.Namespace) -> tuple:
     return tuple(parse_unit(text) for text in getattr(args, "unit", None) or [])
 
 
-def lane_specs_from_args(args: argparse.Namespace, prompt: bool | None = None) -> dict[str, LaneSpec]:
-    """Lanes of a new session: the DEFAULT_LANES a, b and c (--lanes picks some of them or none;
-    --mode-a/-b/-c their presets), then each --lane added (or replacing a default lane), then the
-    parameter flags and the --unit terms on the --apply-to lanes. `prompt`: whether the lanes keep
-    their prompt term beside the units (default: when --prompt is given; without it the units replace
-    the prompt term, an objective of units alone)."""
+def lane_specs_from_args(
+    args: argparse.Namespace, prompt: bool | None = None, *, shapes_world: bool = True
+) -> dict[str, LaneSpec]:
+    """Lanes of a new session: the default lanes a, b and c for the model's world (--lanes picks some
+    of them or none; --mode-a/-b/-c their presets), then each --lane added (or replacing a default
+    lane), then the parameter flags and the --unit terms on the --apply-to lanes. `prompt`: whether
+    the lanes keep their prompt term beside the units (default: when --prompt is given; without it the
+    units replace the prompt term, an objective of units alone)."""
     from clipterm.lanespec import MAX_LANES, apply_pairs
     from clipterm.presets import preset
     from clipterm.unitspec import has_prompt_term, with_units
 
     lanes: dict[str, LaneSpec] = {}
     letters = "" if args.lanes == "none" else (args.lanes or "".join(DEFAULT_LANES))
+    defaults = default_lanes(shapes_world)
     for name in letters:
-        lanes[name] = preset(getattr(args, f"mode_{name}", None) or DEFAULT_LANES[name])
+        lanes[name] = preset(getattr(args, f"mode_{name}", None) or defaults[name])
     seen: set[str] = set()
     for text in getattr(args, "lane", None) or []:
         name, base, pairs = parse_lane_arg(text)
@@ -252,12 +265,20 @@ def _recipe_from_flags(args: argparse.Namespace, path: Path, init: InitImage | N
         init_sha256=init.digest if init else "",
         prompt=args.prompt or "",
         seed=args.seed or 0,
-        lanes=lane_specs_from_args(args),
+        lanes=lane_specs_from_args(args, shapes_world=_asks_shapes_world(args)),
         model=_model_as_asked(args.model),
         pretrained=_path_as_asked(args.pretrained),
         eval_every=50 if args.eval_every is None else args.eval_every,
         frame_every=args.frame_every or 10,
     )
+
+
+def _asks_shapes_world(args: argparse.Namespace) -> bool:
+    """Whether the model a new session asks for knows only the shapes world (decides lane C's default;
+    told from the name, since the recipe is written before the model loads)."""
+    from clipterm.modelnames import asks_shapes_world
+
+    return asks_shapes_world(args.model or "")
 
 
 def _check_recipe_flags(found: Recipe, args: argparse.Namespace, path: Path) -> None:

@@ -19,7 +19,8 @@ from clipterm.engine import Engine
 from clipterm.errors import ClipTermError, SessionError
 from clipterm.initimage import INIT_FILE, InitImage
 from clipterm.lanespec import LaneSpec
-from clipterm.models import BUNDLED, ModelBundle, load_model
+from clipterm.modelnames import BUNDLED
+from clipterm.models import ModelBundle, load_model
 from clipterm.parts.base import ParamError
 from clipterm.probes import Probe
 

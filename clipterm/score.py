@@ -17,7 +17,8 @@ from PIL import Image
 
 from clipterm.errors import ClipTermError
 from clipterm.images import read_image
-from clipterm.models import BUNDLED, ModelBundle, load_model
+from clipterm.modelnames import BUNDLED
+from clipterm.models import ModelBundle, load_model
 from clipterm.prompts import parse_prompt
 
 

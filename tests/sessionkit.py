@@ -93,6 +93,20 @@ def make_run(path: Path, *extra: str, prompt: str = PROMPT, steps: int = 6, mode
 APP_FLAGS = ["--model", "shapes-a", "--device", "cpu", "--judge", "none", "--paused", "--render", "halfcell"]
 
 
+def open_world_copy(folder: Path) -> str:
+    """shapes-a's trained weights in `folder` without its training record: a real, trained model that
+    clipterm cannot tell is a shapes model, as it would see a CLIP of the open world (a `local-dir:`
+    name; lane C's default is then the one for real CLIP models)."""
+    import shutil
+
+    from clipterm.modelnames import TRAINING_RECORD
+    from clipterm.models import bundled_dir
+
+    shutil.copytree(bundled_dir("shapes-a"), folder)
+    (folder / TRAINING_RECORD).unlink()
+    return f"local-dir:{folder}"
+
+
 def snapshot(root: Path) -> dict[str, str]:
     """Every entry under `root` (not following symlinks) -> its content hash, link target or kind."""
     out: dict[str, str] = {}

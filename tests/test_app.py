@@ -1158,6 +1158,10 @@ async def test_a_new_session_shows_the_default_lanes(tmp_path):
             best = DEFAULT_LANES["c"]
             await until(pilot, lambda: app.query_one("#frame-0").border_title.startswith(f"Frame C · {best} · step 0"))
             assert app.query_one(ParamsPane).border_title.startswith(f"Parameters · lane C · {best}")
+            table = app.query_one(ParamTable)  # the preset row shows the whole name, not its first 14 letters
+            await until(pilot, lambda: table.get_value("preset") == best, what="lane C's rows")
+            row = table.render_line(1 + table.keys.index("preset")).text
+            assert f" {best} " in row and row.index(best) < row.index("presets"), row
             assert app.query_one("#numbers-c").display and app.query_one("#spark-c") is not None  # Similarity
             await pilot.press("t")
             assert app.active == "a"  # three lanes: the cycle wraps after c

@@ -9,12 +9,13 @@ import pytest
 import torch
 from PIL import Image
 from sessionkit import cli as run_main
+from sessionkit import open_world_copy
 
 from clipterm import batch
 from clipterm import session as sess
 from clipterm.cli import main
 from clipterm.errors import ClipTermError
-from clipterm.launch import DEFAULT_LANES
+from clipterm.launch import DEFAULT_LANES, OPEN_PRESET, default_lanes
 from clipterm.runner import Run
 
 PROMPTS = [
@@ -129,6 +130,19 @@ def test_a_batch_runs_the_default_lanes(tmp_path, capsys):
     assert list(s.lanes) == ["a", "b", "c"] and {n: spec.preset for n, spec in s.lanes.items()} == DEFAULT_LANES
     with open(out / "summary.csv", newline="", encoding="utf-8") as fh:
         assert [(r["lane"], r["preset"]) for r in csv.DictReader(fh)] == list(DEFAULT_LANES.items())
+
+
+def test_a_batch_on_a_model_of_another_world_gets_that_worlds_lane_c(tmp_path, capsys):
+    """As `clipterm run` does: on a model that is not a shapes model, lane C is launch.OPEN_PRESET."""
+    f = write_prompts(tmp_path / "prompts.txt", [PROMPTS[0]])
+    out = tmp_path / "batch"
+    model = open_world_copy(tmp_path / "model")
+    argv = ["run", out, "--prompts-file", f, "--steps", "1", "--model", model, "--device", "cpu", "--quiet"]
+    code, _, err = run_main(capsys, *argv)
+    assert code == 0, err
+    s = sess.load(out / batch.slugify(PROMPTS[0]))
+    assert {n: spec.preset for n, spec in s.lanes.items()} == default_lanes(False)
+    assert default_lanes(False)["c"] == OPEN_PRESET != DEFAULT_LANES["c"]
 
 
 def test_a_batch_rerun_refuses_flags_its_sessions_cannot_take(tmp_path, capsys):

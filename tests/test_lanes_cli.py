@@ -4,10 +4,11 @@ presets as files."""
 from __future__ import annotations
 
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
-from sessionkit import cli, read_doc, snapshot
+from sessionkit import cli, open_world_copy, read_doc, run_killed_at_recipe, snapshot
 
 from clipterm import launch
 from clipterm import session as sess
@@ -61,6 +62,37 @@ def test_a_new_session_gets_the_default_lanes_a_b_and_c(tmp_path, capsys):
     assert list(launch.DEFAULT_LANES) == ["a", "b", "c"]
     assert launch.DEFAULT_LANES["a"] == "unconstrained" and launch.DEFAULT_LANES["b"] == "constrained"
     assert all((out / f"lane-{n}" / "final.png").is_file() for n in "abc")
+
+
+def test_on_a_model_of_another_world_lane_c_defaults_to_the_open_preset(tmp_path, capsys):
+    """Lane C's best preset paints through a prior of the shapes world's figures; on a model that is
+    not a shapes model (a real CLIP) a new session's lane C is OPEN_PRESET instead, and it runs.
+    --mode-c still picks any preset there."""
+    model = open_world_copy(tmp_path / "model")
+    flags = ["--prompt", PROMPT, "--model", model, "--device", "cpu", "--quiet", "--eval-every", "0"]
+    code, _, err = cli(capsys, "run", tmp_path / "s", "--steps", "1", *flags)
+    assert code == 0, err
+    assert (
+        presets_of(tmp_path / "s")
+        == launch.default_lanes(False)
+        == {
+            **launch.DEFAULT_LANES,
+            "c": launch.OPEN_PRESET,
+        }
+    )
+    assert launch.OPEN_PRESET != launch.BEST_PRESET and (tmp_path / "s" / "lane-c" / "final.png").is_file()
+    code, _, err = cli(capsys, "run", tmp_path / "t", "--steps", "1", *flags, "--mode-c", launch.BEST_PRESET)
+    assert code == 0, err
+    assert presets_of(tmp_path / "t")["c"] == launch.BEST_PRESET
+
+
+@pytest.mark.parametrize("model,shapes", [("ViT-B-32", False), ("shapes-b", True)])
+def test_the_recipe_holds_lane_c_for_the_model_asked_before_it_loads(tmp_path, model, shapes):
+    """The recipe is on disk before torch loads, so lane C is told from the model's name there."""
+    s = tmp_path / "s"
+    run_killed_at_recipe(s, "--prompt", PROMPT, "--model", model, "--pretrained", "none", "--steps", "1")
+    lanes = tomllib.loads((s / "recipe.toml").read_text())["lanes"]
+    assert {n: t["preset"] for n, t in lanes.items()} == launch.default_lanes(shapes)
 
 
 @pytest.mark.parametrize(

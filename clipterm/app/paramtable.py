@@ -19,7 +19,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 Row = tuple[str, str, str, str]  # part, parameter, value, range
-WIDTHS = (8, 15, 15)  # part, parameter and value columns; range takes the rest
+WIDTHS = (8, 15, 15)  # part, parameter and value columns at least; range takes the rest
+MAX_VALUE = 24  # the value column grows to its longest value up to this (a preset's name, 18)
 HEADER: Row = ("part", "parameter", "value", "range")
 
 
@@ -47,7 +48,8 @@ class ParamTable(ScrollView, can_focus=True):
         self.keys: list[str] = []
         self.cells: dict[str, Row] = {}
         self.cursor_row = 0
-        self._lines: dict[tuple, Strip] = {}  # (row text, cursor?, focused?, width) -> its line
+        self.widths = WIDTHS
+        self._lines: dict[tuple, Strip] = {}  # (row text, style, widths, width) -> its line
 
     # ------------------------------------------------------------------ content
     def set_rows(self, rows: list[Row]) -> None:
@@ -56,14 +58,26 @@ class ParamTable(ScrollView, can_focus=True):
         self.cells = {r[1]: r for r in rows}
         self.cursor_row = max(0, min(self.cursor_row, len(rows) - 1))
         self.virtual_size = Size(1, len(rows) + 1)  # rows scroll; the width is always the pane's
+        self._fit_values()
         self.refresh()
 
     def set_value(self, key: str, value: str) -> None:
-        """The value cell of one row; only that row is drawn again."""
+        """The value cell of one row; only that row is drawn again (all of them if its column widens)."""
         part, name, old, rng = self.cells[key]
         if old != value:
             self.cells[key] = (part, name, value, rng)
-            self._refresh_row(self.keys.index(key))
+            if self._fit_values():
+                self.refresh()
+            else:
+                self._refresh_row(self.keys.index(key))
+
+    def _fit_values(self) -> bool:
+        """Widen the value column to the longest value (up to MAX_VALUE), so a preset's name is not
+        cut; the range column gives way. Whether the widths changed."""
+        longest = max((len(c[2]) + 1 for c in self.cells.values()), default=0)
+        widths = (*WIDTHS[:2], max(WIDTHS[2], min(MAX_VALUE, longest)))
+        changed, self.widths = widths != self.widths, widths
+        return changed
 
     def get_value(self, key: str) -> str:
         return self.cells[key][2]
@@ -80,12 +94,12 @@ class ParamTable(ScrollView, can_focus=True):
 
     def _line(self, cells: Row, style: Style) -> Strip:
         width = self.size.width
-        key = (cells, style, width)
+        key = (cells, style, self.widths, width)
         strip = self._lines.get(key)
         if strip is None:
             if len(self._lines) > 512:  # rows x looks x widths seen lately; far more than ever shown
                 self._lines.clear()
-            texts = [c.ljust(w - 1)[: w - 1] + " " for c, w in zip(cells, WIDTHS)] + [cells[3]]
+            texts = [c.ljust(w - 1)[: w - 1] + " " for c, w in zip(cells, self.widths)] + [cells[3]]
             text = " " + "".join(texts)
             strip = self._lines[key] = Strip([Segment(text[:width].ljust(width), style)], width)
         return strip
