@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 BUNDLED = ("shapes-a", "shapes-b", "shapes-c", "shapes-d")
@@ -27,15 +28,25 @@ DEFAULT_WEIGHTS = {
 TRAINING_RECORD = "training.json"  # what `clipterm train-shapes` writes beside a shapes model's weights
 
 
+PROBE_TTL = 60.0  # seconds a probe's answer is reused: a new session asks twice (its lanes, then its model)
+_probed: dict[str, tuple[float, bool]] = {}
+
+
 def hub_reachable(timeout: float = 1.5) -> bool:
-    """One quick TCP probe instead of letting the hub client retry for half a minute."""
+    """One quick TCP probe instead of letting the hub client retry for half a minute; its answer is
+    kept for a minute, so a start-up that asks twice waits once."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False
+    seen = _probed.get("hub")
+    if seen is not None and time.monotonic() - seen[0] < PROBE_TTL:
+        return seen[1]
     try:
         with socket.create_connection(HUB_HOST, timeout=timeout):
-            return True
+            answer = True
     except OSError:
-        return False
+        answer = False
+    _probed["hub"] = (time.monotonic(), answer)
+    return answer
 
 
 def cached_tag_file(pretrained_cfg: dict) -> str | None:

@@ -70,3 +70,23 @@ def test_a_name_says_its_world_without_torch(name):
     code += "print('torch' in sys.modules, 'open_clip' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_the_hub_is_probed_once_a_minute(monkeypatch):
+    """A new session on the default model asks twice (for its lanes, then to load it): on a network
+    that drops packets that would be two 1.5 s waits, so an answer is kept for PROBE_TTL seconds."""
+    calls = []
+
+    def unreachable(address, timeout):
+        calls.append((address, timeout))
+        raise OSError("no route")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(modelnames.socket, "create_connection", unreachable)
+    monkeypatch.setattr(modelnames, "PROBE_TTL", 0.0)
+    assert not modelnames.hub_reachable() and calls == [(modelnames.HUB_HOST, 1.5)]
+    monkeypatch.setattr(modelnames, "PROBE_TTL", 60.0)
+    assert not modelnames.hub_reachable() and not modelnames.hub_reachable() and len(calls) == 1
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline by the environment: no probe at all
+    monkeypatch.setattr(modelnames, "PROBE_TTL", 0.0)
+    assert not modelnames.hub_reachable() and len(calls) == 1
