@@ -9,7 +9,9 @@ lanes of one engine: one batched pass per step; a lane's result does not depend 
 The final canvas, as an 8-bit image, is shown to each judge: models trained separately, never
 optimized against. 'top-1' is the fraction of prompts whose own caption the judge ranks first among
 the 24 base captions (chance: 4 %). A judge that is part of a preset's objective (an ensemble) is
-not a judge for that preset: its cells read '—'.
+not a judge for that preset: its cells read '—'. A second table splits each judge's first caption
+into what it gets right: the colour (chance 25 %), the shape (33 %) and the ground (50 %), so a
+top-1 that comes from colour alone shows as such.
 
 Held-out discipline: tune with --judges shapes-b (and shapes-d for ensembles that contain shapes-b)
 only; shapes-c is looked at once, for the report.
@@ -33,9 +35,10 @@ from clipterm.launch import parse_lane_arg
 from clipterm.models import load_model
 from clipterm.presets import preset
 from clipterm.runner import extra_models
-from clipterm.shapes import base_captions
+from clipterm.shapes import base_attrs, base_captions
 
 DEFAULT_PRESETS = ("unconstrained", "constrained", "lucid", "pyramid", "cutouts", "ensemble")
+ATTRS = ("colour", "shape", "ground")  # the parts of a base caption, in base_attrs' order
 
 
 def configs(args: argparse.Namespace) -> dict[str, LaneSpec]:
@@ -85,6 +88,7 @@ def main() -> None:
     models = extra_models(specs, bundle)
     judges = {j: Judge(load_model(j, device=bundle.device.type)) for j in args.judges}
     prompts = base_captions()[: args.prompts]
+    attrs = dict(zip(base_captions(), base_attrs()))  # caption -> (colour, shape, ground)
     # rows[name][metric] = per seed, the values over prompts
     rows: dict[str, dict[str, list[list[float]]]] = {n: {} for n in specs}
     pictures: dict[tuple[str, int], list[np.ndarray]] = {(n, s): [] for n in specs for s in range(args.seeds)}
@@ -92,7 +96,7 @@ def main() -> None:
     t0 = time.time()
     for seed in range(args.seeds):
         for r in rows.values():
-            for metric in ("own", *[f"{j}/{m}" for j in judges for m in ("sim", "top1")]):
+            for metric in ("own", *[f"{j}/{m}" for j in judges for m in ("sim", "top1", *ATTRS)]):
                 r.setdefault(metric, []).append([])
         for prompt in prompts:
             for name, (canvas, own) in run_prompt(bundle, models, specs, prompt, seed, args.steps).items():
@@ -103,6 +107,8 @@ def main() -> None:
                     v = judge.rank_canvas(canvas, prompt)
                     rows[name][f"{jname}/sim"][-1].append(float(v.prompt_score))
                     rows[name][f"{jname}/top1"][-1].append(float(v.top == prompt))
+                    for attr, got, want in zip(ATTRS, attrs.get(v.top, ()), attrs[prompt]):
+                        rows[name][f"{jname}/{attr}"][-1].append(float(got == want))
                     record[jname] = {"sim": float(v.prompt_score), "top": v.top}
                 records.append(record)
         print(f"seed {seed} done, {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
@@ -123,6 +129,7 @@ def main() -> None:
             else:
                 line += f" {_cell(rows[name][f'{j}/sim'], '.3f')} | {_cell(rows[name][f'{j}/top1'], '.0%')} |"
         print(line)
+    print_parts(specs, rows, judges)
     if args.records is not None:
         args.records.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
         print(f"records: {args.records}")
@@ -132,6 +139,19 @@ def main() -> None:
             path = args.sheets / (f"{name}.png" if seed == 0 else f"{name}-seed{seed}.png")
             prompt_sheet(canvases, prompts, f"{name} on {args.model}, {args.steps} steps, seed {seed}", path)
             print(f"sheet: {path}")
+
+
+def print_parts(specs: dict[str, LaneSpec], rows: dict, judges: dict) -> None:
+    """What each judge's first caption gets right, per preset: its colour, shape and ground."""
+    head = "| preset |" + "".join(f" {a} right on {j} |" for j in judges for a in ATTRS)
+    print("\n" + head + "\n" + "| --- " * (1 + len(ATTRS) * len(judges)) + "|")
+    for name, spec in specs.items():
+        cells = [
+            " — |" if j in spec.models() else f" {_cell(rows[name][f'{j}/{a}'], '.0%')} |"
+            for j in judges
+            for a in ATTRS
+        ]
+        print(f"| {name} |" + "".join(cells))
 
 
 def prompt_sheet(canvases: list[np.ndarray], prompts: list[str], title: str, out: Path) -> None:
