@@ -574,16 +574,27 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    """One line per preset: name, where it comes from (and the user file that overrides it), its parts."""
+    """One line per preset: name, its parts, where it comes from (and the user file that overrides
+    it) and which default lane it is; the sources vary most in length, so they come last."""
     from clipterm import presets
 
     for w in presets.warnings():
         err(f"warning: {w}")
     table = presets.available()
+    roles: dict[str, list[str]] = {}
+    for lane in DEFAULT_LANES:
+        on_shapes, on_other = default_lanes(True)[lane], default_lanes(False)[lane]
+        if on_shapes == on_other:
+            roles.setdefault(on_shapes, []).append(f"lane {lane.upper()}")
+        else:
+            roles.setdefault(on_shapes, []).append(f"lane {lane.upper()} on shapes models")
+            roles.setdefault(on_other, []).append(f"lane {lane.upper()} on other models")
     width = max(len(n) for n in table)
+    parts = {name: p.spec.describe() for name, p in table.items()}
+    parts_width = max(len(x) for x in parts.values())
     for name, p in table.items():
         origin = p.source if p.origin == "shipped" else f"{p.source or 'user'} ({p.origin})"
-        print(f"{name:<{width}}  {origin:<10}  {p.spec.describe()}")
+        print(f"{name:<{width}}  {parts[name]:<{parts_width}}  " + " · ".join([origin, *roles.get(name, [])]))
     return 0
 
 

@@ -205,6 +205,12 @@ def test_presets_are_listed_and_read_from_the_users_folder(tmp_path, capsys, mon
     assert names == sorted(names) and {"constrained", "self-guided", "unconstrained", "lucid", "pyramid"} <= set(names)
     first = lines[names.index("constrained")]
     assert "seed 004" in first and "pixel · affine x1 · prompt+tv+memory · adam" in first
+    # which default lane a preset is, after its source; lane C's depends on the model's world
+    assert first.endswith("seed 004 · lane B") and lines[names.index("unconstrained")].endswith(" · lane A")
+    assert lines[names.index(launch.BEST_PRESET)].endswith(" · lane C on shapes models")
+    assert lines[names.index(launch.OPEN_PRESET)].endswith(" · lane C on other models")
+    defaults = {*launch.default_lanes(True).values(), *launch.default_lanes(False).values()}
+    assert not any(" · lane " in ln for ln in lines if ln.split()[0] not in defaults)
     folder = user_dir()
     assert folder == tmp_path / "cfg" / "clipterm" / "presets"
     folder.mkdir(parents=True)
