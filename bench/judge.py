@@ -107,7 +107,7 @@ def main() -> None:
                     v = judge.rank_canvas(canvas, prompt)
                     rows[name][f"{jname}/sim"][-1].append(float(v.prompt_score))
                     rows[name][f"{jname}/top1"][-1].append(float(v.top == prompt))
-                    for attr, got, want in zip(ATTRS, attrs.get(v.top, ()), attrs[prompt]):
+                    for attr, got, want in zip(ATTRS, attrs[v.top], attrs[prompt]):  # the top is a base caption
                         rows[name][f"{jname}/{attr}"][-1].append(float(got == want))
                     record[jname] = {"sim": float(v.prompt_score), "top": v.top}
                 records.append(record)

@@ -467,6 +467,8 @@ def _info_recipe(args: argparse.Namespace) -> int:
         "eval_every": r.eval_every,
         "frame_every": r.frame_every,
         "lanes": {n: {"preset": spec.preset, "parts": spec.describe()} for n, spec in r.lanes.items()},
+        # lanes the model that loads picks from: for a shapes model ("shapes"), or for any other ("other")
+        "world_lanes": {w: {n: spec.preset for n, spec in lanes.items()} for w, lanes in r.world_lanes.items()},
         "init": {"source": r.init_source, "sha256": r.init_sha256} if r.init_sha256 else None,
         "open_by_pid": holder,
     }
@@ -481,7 +483,10 @@ def _info_recipe(args: argparse.Namespace) -> int:
     if r.init_sha256:
         print(f"init     {printable(r.init_source)} (pixels sha256 {r.init_sha256[:12]}…, a copy in init.png)")
     for n, row in data["lanes"].items():
-        print(f"lane {printable(n):<4} {printable(row['preset']):<14} [{printable(row['parts'])}]")
+        where = {"shapes": "on a shapes model", "other": "on any other"}
+        picks = [f"{printable(lanes[n])} {where[w]}" for w, lanes in data["world_lanes"].items() if n in lanes]
+        follows = f"  (the model picks: {', '.join(picks)})" if picks else ""
+        print(f"lane {printable(n):<4} {printable(row['preset']):<14} [{printable(row['parts'])}]{follows}")
     return 0
 
 

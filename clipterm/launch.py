@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from clipterm.errors import ClipTermError, SessionError, err
+from clipterm.modelnames import is_shapes_model
+from clipterm.text import printable
 
 if TYPE_CHECKING:
     from clipterm.initimage import InitImage
@@ -260,25 +262,36 @@ def _recipe_from_flags(args: argparse.Namespace, path: Path, init: InitImage | N
         raise ClipTermError("--prompt is required for a new session (or a --unit: an objective of units alone)")
     if args.prompt is not None:
         parse_prompt(args.prompt)
+    shapes = lane_specs_from_args(args)  # every flag is checked here
+    model = _model_as_asked(args.model)
+    lanes, world_lanes = shapes, {}
+    follow = _lanes_following_the_model(args)
+    if follow:
+        other = lane_specs_from_args(args, shapes_world=False)
+        world_lanes = {"shapes": {n: shapes[n] for n in follow}, "other": {n: other[n] for n in follow}}
+        if model and not is_shapes_model(model):  # the name tells already; the default model waits to load
+            lanes = other
     return Recipe(
         init_source=init.source if init else "",
         init_sha256=init.digest if init else "",
         prompt=args.prompt or "",
         seed=args.seed or 0,
-        lanes=lane_specs_from_args(args, shapes_world=_asks_shapes_world(args)),
-        model=_model_as_asked(args.model),
+        lanes=lanes,
+        world_lanes=world_lanes,
+        model=model,
         pretrained=_path_as_asked(args.pretrained),
         eval_every=50 if args.eval_every is None else args.eval_every,
         frame_every=args.frame_every or 10,
     )
 
 
-def _asks_shapes_world(args: argparse.Namespace) -> bool:
-    """Whether the model a new session asks for knows only the shapes world (decides lane C's default;
-    told from the name, since the recipe is written before the model loads)."""
-    from clipterm.modelnames import asks_shapes_world
-
-    return asks_shapes_world(args.model or "")
+def _lanes_following_the_model(args: argparse.Namespace) -> list[str]:
+    """The default lanes a new session runs whose preset depends on the model's world and that no
+    --mode-X or --lane replaces (lane c unless it is chosen)."""
+    letters = "" if args.lanes == "none" else (args.lanes or "".join(DEFAULT_LANES))
+    replaced = {parse_lane_arg(text)[0] for text in getattr(args, "lane", None) or []}
+    differ = [n for n in DEFAULT_LANES if default_lanes(True)[n] != default_lanes(False)[n]]
+    return [n for n in differ if n in letters and not getattr(args, f"mode_{n}", None) and n not in replaced]
 
 
 def _check_recipe_flags(found: Recipe, args: argparse.Namespace, path: Path) -> None:
@@ -397,11 +410,17 @@ def _create_from(
         bundle, note = load_default(args.device)
         if note:
             log(note)
+    shapes = is_shapes_model(bundle.name)
+    lanes = recipe.lanes_for(shapes)  # lane c's default follows the model that loaded
+    for name, spec in lanes.items():
+        if spec.preset != recipe.lanes[name].preset:
+            world = "a shapes model" if shapes else "not a shapes model"
+            log(f"lane {name}: {spec.preset}, since {printable(bundle.name)} is {world}")
     return Run.create(
         path,
         bundle,
         recipe.prompt,
-        dict(recipe.lanes),
+        lanes,
         seed=recipe.seed,
         eval_every=recipe.eval_every,
         frame_every=recipe.frame_every,

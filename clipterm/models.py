@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,16 +20,13 @@ import torch
 from PIL import Image
 
 from clipterm.errors import ModelUnavailable
-from clipterm.modelnames import (
-    BUNDLED,
-    DEFAULT_MODEL,
-    DEFAULT_PRETRAINED,
-    FALLBACK_MODEL,
-    cached_tag_file,
-    hub_reachable,
-)
+from clipterm.modelnames import BUNDLED
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "openai"
+FALLBACK_MODEL = "shapes-a"
+HUB_HOST = ("huggingface.co", 443)
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
@@ -121,6 +119,40 @@ def pick_device(device: str | None) -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ModelUnavailable(f"unsupported --device {device!r}: use auto, cpu, cuda or cuda:N")
     return dev
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """One quick TCP probe instead of letting the hub client retry for half a minute."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _cached_tag_file(pretrained_cfg: dict) -> str | None:
+    """Path of an already-downloaded checkpoint for an open_clip pretrained tag, if any."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hub = pretrained_cfg.get("hf_hub", "")
+    if hub:
+        repo_id, filename = os.path.split(hub)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        for name in names:
+            try:
+                hit = try_to_load_from_cache(repo_id, name)
+            except Exception:  # malformed cache or repo id: treat as not cached
+                hit = None
+            if isinstance(hit, str) and os.path.isfile(hit):
+                return hit
+    url = pretrained_cfg.get("url", "")
+    if url:
+        legacy = Path("~/.cache/clip").expanduser() / os.path.basename(url)
+        if legacy.is_file():
+            return str(legacy)
+    return None
 
 
 def _finish(
@@ -292,7 +324,7 @@ def load_model(name: str, pretrained: str | None = None, device: str | None = "a
     if not cfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(clean)) or "none known"
         raise ModelUnavailable(f"unknown pretrained tag {pretrained!r} for {clean} (tags: {tags}) and no such file")
-    cached = cached_tag_file(cfg)
+    cached = _cached_tag_file(cfg)
     if cached is None:
         if not hub_reachable():
             raise ModelUnavailable(

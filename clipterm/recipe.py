@@ -39,6 +39,7 @@ RECIPE_VERSION = 1
 RECIPE_VERSION_INIT = 2  # a recipe with [init]: an older clipterm, which would start from noise, refuses it
 INIT_TMP = ".init.png.tmp"
 MAX_RECIPE_BYTES = 1 << 20
+WORLDS = ("shapes", "other")  # the keys of [world_lanes]: a shapes model, or any other
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,15 @@ class Recipe:
     created: str = field(default_factory=sess.now)
     init_source: str = ""  # --init as given (escaped), "" when the session starts from noise
     init_sha256: str = ""  # sha256 of init.png's pixels (InitImage.digest)
+    # Lanes whose default preset depends on the model's world (lane c), both ways: {"shapes": {name:
+    # spec}, "other": {name: spec}}; the model that loads picks one (`lanes_for`), since the default
+    # model is ViT-B-32 or shapes-a by what is cached, which only loading tells. {} when none.
+    world_lanes: dict[str, dict[str, LaneSpec]] = field(default_factory=dict)
+
+    def lanes_for(self, shapes_model: bool) -> dict[str, LaneSpec]:
+        """The lanes on a model that is (or is not) a shapes model, in the recipe's order."""
+        picked = self.world_lanes.get(WORLDS[0] if shapes_model else WORLDS[1], {})
+        return {name: picked.get(name, spec) for name, spec in self.lanes.items()}
 
 
 def has_recipe(path: Path) -> bool:
@@ -78,6 +88,8 @@ def render(r: Recipe) -> bytes:
     }
     if r.init_sha256:
         doc["init"] = {"source": r.init_source, "sha256": r.init_sha256}
+    if r.world_lanes:
+        doc["world_lanes"] = {w: {n: spec.to_table() for n, spec in r.world_lanes[w].items()} for w in WORLDS}
     return tomli_w.dumps(doc).encode()
 
 
@@ -168,7 +180,10 @@ def read(path: Path) -> Recipe | None:
         except ParamError as e:
             raise SessionError(f"{where}: [lanes] {one_line(e)}") from None
     init_source, init_sha256 = _init(doc, version, where)
+    world_lanes = _world_lanes(doc, lanes, where)
     sess.check_prompt_lanes(prompt, lanes, where)
+    for picked in world_lanes.values():
+        sess.check_prompt_lanes(prompt, picked, where)
     return Recipe(
         prompt=prompt,
         seed=seed,
@@ -180,7 +195,31 @@ def read(path: Path) -> Recipe | None:
         created=_text(doc, "created", where),
         init_source=init_source,
         init_sha256=init_sha256,
+        world_lanes=world_lanes,
     )
+
+
+def _world_lanes(doc: dict, lanes: dict[str, LaneSpec], where: str) -> dict[str, dict[str, LaneSpec]]:
+    """[world_lanes]: absent, or both worlds, each a table of lanes that [lanes] holds."""
+    if "world_lanes" not in doc:
+        return {}
+    table = sess.require(doc, "world_lanes", dict, where)
+    if set(table) != set(WORLDS):
+        raise SessionError(f"{where}: [world_lanes] must hold exactly {' and '.join(WORLDS)}")
+    out: dict[str, dict[str, LaneSpec]] = {}
+    for world in WORLDS:
+        picked = sess.require(table, world, dict, f"{where} [world_lanes]")
+        if not picked or set(picked) - set(lanes):
+            raise SessionError(f"{where}: [world_lanes.{world}] must name some of the lanes in [lanes]")
+        out[world] = {}
+        for lane, spec in picked.items():
+            try:
+                out[world][lane] = from_table(spec, f"lane {lane}")
+            except ParamError as e:
+                raise SessionError(f"{where}: [world_lanes.{world}] {one_line(e)}") from None
+    if set(out[WORLDS[0]]) != set(out[WORLDS[1]]):
+        raise SessionError(f"{where}: [world_lanes] must name the same lanes for both worlds")
+    return out
 
 
 def _init(doc: dict, version: int, where: str) -> tuple[str, str]:

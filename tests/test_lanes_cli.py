@@ -86,13 +86,46 @@ def test_on_a_model_of_another_world_lane_c_defaults_to_the_open_preset(tmp_path
     assert presets_of(tmp_path / "t")["c"] == launch.BEST_PRESET
 
 
-@pytest.mark.parametrize("model,shapes", [("ViT-B-32", False), ("shapes-b", True)])
-def test_the_recipe_holds_lane_c_for_the_model_asked_before_it_loads(tmp_path, model, shapes):
-    """The recipe is on disk before torch loads, so lane C is told from the model's name there."""
+def recipe_presets(s: Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The presets of a recipe's [lanes], and of its [world_lanes] per world."""
+    doc = tomllib.loads((s / "recipe.toml").read_text())
+    worlds = {w: {n: t["preset"] for n, t in lanes.items()} for w, lanes in doc.get("world_lanes", {}).items()}
+    return {n: t["preset"] for n, t in doc["lanes"].items()}, worlds
+
+
+@pytest.mark.parametrize("model,shapes", [("ViT-B-32", False), ("shapes-b", True), ("", True)])
+def test_the_recipe_holds_lane_c_for_either_world(tmp_path, model, shapes):
+    """The recipe is on disk before torch loads: its [lanes] name lane C for the world the model's
+    name tells (the default model, ViT-B-32 or shapes-a by what is cached, is read as shapes-a), and
+    [world_lanes] hold lane C for both worlds, for the model that will load to pick."""
     s = tmp_path / "s"
-    run_killed_at_recipe(s, "--prompt", PROMPT, "--model", model, "--pretrained", "none", "--steps", "1")
-    lanes = tomllib.loads((s / "recipe.toml").read_text())["lanes"]
-    assert {n: t["preset"] for n, t in lanes.items()} == launch.default_lanes(shapes)
+    named = ["--model", model, "--pretrained", "none"] if model else []
+    run_killed_at_recipe(s, "--prompt", PROMPT, *named, "--steps", "1")
+    lanes, worlds = recipe_presets(s)
+    assert lanes == launch.default_lanes(shapes)
+    assert worlds == {"shapes": {"c": launch.BEST_PRESET}, "other": {"c": launch.OPEN_PRESET}}
+
+
+def test_the_model_that_loads_picks_lane_c_from_the_recipe(tmp_path, capsys):
+    """A start-up killed at its recipe (default model, so lane C reads BEST_PRESET) and resumed on
+    a model that is not a shapes model gets OPEN_PRESET, and says so; resumed offline on the bundled
+    fallback it keeps BEST_PRESET. --mode-c leaves nothing to pick."""
+    for name in ("s", "t"):
+        run_killed_at_recipe(tmp_path / name, "--prompt", PROMPT, "--steps", "1")
+    code, out, _ = cli(capsys, "info", tmp_path / "s")
+    picks = f"(the model picks: {launch.BEST_PRESET} on a shapes model, {launch.OPEN_PRESET} on any other)"
+    assert code == 0 and picks in out, out
+    model = open_world_copy(tmp_path / "model")
+    flags = ["--steps", "1", "--device", "cpu", "--quiet", "--eval-every", "0"]
+    code, _, err = cli(capsys, "run", tmp_path / "s", *flags, "--retarget", "--model", model)
+    assert code == 0, err
+    assert presets_of(tmp_path / "s")["c"] == launch.OPEN_PRESET
+    assert f"lane c: {launch.OPEN_PRESET}, since local-dir:" in err and "is not a shapes model" in err
+    code, _, err = cli(capsys, "run", tmp_path / "t", *flags)
+    assert code == 0, err
+    assert presets_of(tmp_path / "t")["c"] == launch.BEST_PRESET and "lane c:" not in err
+    run_killed_at_recipe(tmp_path / "u", "--prompt", PROMPT, "--steps", "1", "--mode-c", "pyramid")
+    assert recipe_presets(tmp_path / "u") == ({**launch.DEFAULT_LANES, "c": "pyramid"}, {})
 
 
 @pytest.mark.parametrize(

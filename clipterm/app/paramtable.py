@@ -21,6 +21,7 @@ from textual.strip import Strip
 Row = tuple[str, str, str, str]  # part, parameter, value, range
 WIDTHS = (8, 15, 15)  # part, parameter and value columns at least; range takes the rest
 MAX_VALUE = 24  # the value column grows to its longest value up to this (a preset's name, 18)
+MIN_RANGE = 10  # ... while the pane leaves the range column this many cells
 HEADER: Row = ("part", "parameter", "value", "range")
 
 
@@ -99,7 +100,9 @@ class ParamTable(ScrollView, can_focus=True):
         if strip is None:
             if len(self._lines) > 512:  # rows x looks x widths seen lately; far more than ever shown
                 self._lines.clear()
-            texts = [c.ljust(w - 1)[: w - 1] + " " for c, w in zip(cells, self.widths)] + [cells[3]]
+            room = width - 1 - sum(WIDTHS[:2]) - MIN_RANGE  # a narrow pane keeps some of the range column
+            widths = (*self.widths[:2], max(WIDTHS[2], min(self.widths[2], room)))
+            texts = [c.ljust(w - 1)[: w - 1] + " " for c, w in zip(cells, widths)] + [cells[3]]
             text = " " + "".join(texts)
             strip = self._lines[key] = Strip([Segment(text[:width].ljust(width), style)], width)
         return strip
