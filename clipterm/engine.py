@@ -764,19 +764,22 @@ class Engine:
             "history": ln.history.astype(np.float32),
             "evals": ln.evals.astype(np.float32),
         }
-        step = 0.0
+        steps = []  # each start's own optimizer step: a start added by a preset switch is behind the lane
         for k, (image, optimizer) in enumerate(ln.candidates()):
+            step = 0.0
             for tname, t in image.tensors.items():
                 st = optimizer.state.get(t, {})
-                zeros = np.zeros(tuple(t.shape[1:]), np.float32)
                 name_k = start_prefix(k) + tname
                 sfx = opt_suffix(name_k)
                 out[name_k] = arr(t)
-                out[f"opt_exp_avg{sfx}"] = arr(st["exp_avg"]) if "exp_avg" in st else zeros
-                out[f"opt_exp_avg_sq{sfx}"] = arr(st["exp_avg_sq"]) if "exp_avg_sq" in st else zeros
-                if "step" in st and k == 0:
+                for moment in ("exp_avg", "exp_avg_sq"):  # a start not stepped yet: zeros, each its own array
+                    out[f"opt_{moment}{sfx}"] = arr(st[moment]) if moment in st else np.zeros(t.shape[1:], np.float32)
+                if "step" in st:
                     step = float(st["step"])
-        out["opt_step"] = np.array(step, np.float32)  # the other starts stepped with it, or stopped at the choice
+            steps.append(step)
+        out["opt_step"] = np.array(steps[0], np.float32)
+        if ln.rivals:
+            out["opt_steps"] = np.array(steps, np.float32)
         return out
 
     def load_lane_state(self, name: str, state: dict[str, np.ndarray]) -> None:
@@ -798,9 +801,10 @@ class Engine:
         with torch.no_grad():
             ln.best.copy_(torch.from_numpy(state["best"])[None].to(self.device))
         ln.best_loss = torch.tensor(float(state["best_loss"]), device=self.device)
-        # the other starts stepped with the lane until the choice, and not after it
         step = float(state["opt_step"])
-        steps = [step, *[min(step, float(ln.spec.views.trial))] * len(ln.rivals)]
+        steps = [float(x) for x in state.get("opt_steps", ())]
+        if len(steps) != len(ln.rivals) + 1:  # saved before each start's step was: the others stepped with
+            steps = [step, *[min(step, float(ln.spec.views.trial))] * len(ln.rivals)]  # the lane until the choice
         built = [self._restored(image, k, state, steps[k], ln) for k, (image, _) in enumerate(ln.candidates())]
         ln.optimizer, ln.rival_optimizers = built[0], built[1:]
         self._load_records(ln, state)
@@ -816,10 +820,10 @@ class Engine:
         if step > 0:
             for tname, t in image.tensors.items():
                 sfx = opt_suffix(start_prefix(k) + tname)
-                optimizer.state[t] = {
+                optimizer.state[t] = {  # copies: Adam updates its moments in place, never the caller's arrays
                     "step": torch.tensor(step, dtype=torch.float32),
-                    "exp_avg": torch.from_numpy(state[f"opt_exp_avg{sfx}"])[None].to(self.device),
-                    "exp_avg_sq": torch.from_numpy(state[f"opt_exp_avg_sq{sfx}"])[None].to(self.device),
+                    "exp_avg": torch.tensor(state[f"opt_exp_avg{sfx}"], device=self.device)[None],
+                    "exp_avg_sq": torch.tensor(state[f"opt_exp_avg_sq{sfx}"], device=self.device)[None],
                 }
         return optimizer
 

@@ -454,3 +454,38 @@ def test_real_process_exit_code_and_single_line(base_session, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "lane-a/evals.npy" in lines[0] and "pickle" in lines[0], proc.stderr
     assert snapshot(tmp_path) == before and not (outside / "pwned").exists()
+
+
+@pytest.fixture(scope="module")
+def starts_session(tmp_path_factory) -> Path:
+    """A session whose lane c has 3 starts (each start's optimizer step saved in opt_steps.npy)."""
+    path = tmp_path_factory.mktemp("starts") / "s"
+    lane = "c=vae-base,starts=3,trial=2,views=3"
+    assert cli_plain("run", path, "--steps", "3", *RUN_FLAGS, "--lanes", "none", "--lane", lane) == 0
+    return path
+
+
+@pytest.mark.parametrize(
+    ("steps", "needle"),
+    [
+        (np.array([3, 2], np.float32), "the lane's 3 starts need (3,)"),
+        (np.array([3, 2.5, 2], np.float32), "whole numbers within [0, 3]"),
+        (np.array([3, 2, 9], np.float32), "whole numbers within [0, 3]"),
+        (np.array([2, 2, 2], np.float32), "is not the lane's opt_step 3"),
+    ],
+    ids=["shape", "fraction", "beyond-steps", "first-not-opt-step"],
+)
+def test_hostile_start_steps_are_refused(starts_session, tmp_path, capsys, steps, needle):
+    assert get_npy(starts_session, "lane-c/opt_steps.npy").tolist() == [3, 2, 2]  # the choice stopped the others
+    s = tmp_path / "s"
+    shutil.copytree(starts_session, s, symlinks=True)
+    put_npy(s, "lane-c/opt_steps.npy", steps)
+    for argv in (["info", s], ["run", s, "--steps", "5", "--quiet"]):
+        check_refused(capsys, tmp_path, argv, ("lane-c/opt_steps.npy", needle))
+
+
+def test_a_lane_of_several_starts_resumes_with_each_starts_step(starts_session, tmp_path):
+    s = tmp_path / "s"
+    shutil.copytree(starts_session, s, symlinks=True)
+    assert cli_plain("run", s, "--steps", "5", "--quiet") == 0
+    assert get_npy(s, "lane-c/opt_steps.npy").tolist() == [5, 2, 2]  # the lane went on alone after the choice

@@ -158,3 +158,35 @@ def test_starts_are_fixed_while_a_lane_runs(shapes_a):
     e = Engine(shapes_a, PROMPT, {"c": spec()}, seed=0, eval_every=0)
     with pytest.raises(ParamError, match="fixed while the lane runs"):
         e.set_param("c", "starts", 5)
+
+
+def test_starts_added_by_a_preset_switch_keep_their_own_optimizer_steps(shapes_a):
+    """A preset switch mid-run adds starts whose optimizers begin then, behind the lane's: each
+    start's step is saved (opt_steps), so a lane saved in its trial continues exactly. Saved right
+    after the switch, the new starts have no moments yet; restored, they must not share buffers
+    (their two moments were one array once, and Adam's in-place updates turned them into NaN)."""
+
+    def run(split: int) -> Engine:
+        e = Engine(shapes_a, PROMPT, {"c": preset("vae-base")}, seed=2, eval_every=0)
+        e.step(2)
+        e.set_preset("c", "vae-starts")
+        e.step(split)
+        state, changes = e.lane_state("c"), list(e.changes)
+        kept = {k: v.copy() for k, v in state.items()}
+        again = Engine(shapes_a, PROMPT, {"c": e.lanes["c"].spec}, seed=2, eval_every=0)
+        again.load_lane_state("c", state)
+        again.changes = changes
+        again.step(6 - split)
+        again.flush()
+        assert all(np.array_equal(state[k], kept[k]) for k in kept)  # the caller's arrays are left alone
+        return again
+
+    whole = run(0)
+    steps = whole.lane_state("c")["opt_steps"]
+    assert steps.tolist() == [8.0] + [6.0] * 7  # the lane stepped twice before its starts existed
+    assert all(np.isfinite(arr).all() for arr in whole.lane_state("c").values())
+    for split in (3, 6):
+        part = run(split)
+        assert np.array_equal(part.lanes["c"].history, whole.lanes["c"].history), split
+        for key, arr in whole.lane_state("c").items():
+            assert np.array_equal(part.lane_state("c")[key], arr), (split, key)

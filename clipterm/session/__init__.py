@@ -3,7 +3,8 @@
 Layout of a session directory (docs/SESSION_FORMAT.md is the full specification):
     session.toml              metadata, parameters, change history, checkpoint sha256, [files] sha256s
     lane-a/, lane-b/          image, param, best, best_loss, opt_*, rng, history, evals (.npy), final.png
-                              optional: probes.npy float32 (R,L,6), probe_steps.npy int64 (R,) (probes.py)
+                              optional: probes.npy float32 (R,L,6), probe_steps.npy int64 (R,) (probes.py),
+                              opt_steps.npy float32 (starts,) (each start's optimizer step)
     frames/lane-X.npy         uint8 (N,S,S,3) trajectory, frames/lane-X-steps.npy int64 (N,)
     .pending/                 a save in progress (journal); .lock  the single-writer lock
 

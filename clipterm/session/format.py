@@ -89,8 +89,9 @@ TOP_LEVEL_KEYS = frozenset(
         "files",
     }
 )
-# Optional per-lane arrays (absent in older sessions): layer probe records, see clipterm/probes.py
-OPTIONAL_LANE_ARRAYS: dict[str, str] = {"probes": "float32", "probe_steps": "int64"}
+# Optional per-lane arrays (absent in older sessions): layer probe records, see clipterm/probes.py;
+# each start's optimizer step in a lane of several starts (a start added by a preset switch is behind)
+OPTIONAL_LANE_ARRAYS: dict[str, str] = {"probes": "float32", "probe_steps": "int64", "opt_steps": "float32"}
 PROBE_STATS = 6
 
 
@@ -571,7 +572,24 @@ def _load_lane(files: _Files, lane: str, spec: LaneSpec, steps: int, size: int |
     if len(ev) and (not np.isfinite(ev[:, 0]).all() or ev[:, 0].min() < 0 or ev[:, 0].max() > steps):
         raise SessionError(f"{paths['evals']}: evaluation steps must lie within [0, {steps}]")
     out.update(_load_probes(files, lane, steps))
+    out.update(_load_opt_steps(files, lane, steps, spec.views.starts, opt_step))
     return out
+
+
+def _load_opt_steps(files: _Files, lane: str, steps: int, starts: int, opt_step: float) -> dict[str, np.ndarray]:
+    """Each start's optimizer step (optional): one whole number within [0, steps] per start, the
+    first the lane's own opt_step."""
+    rel = f"{lane_dir_name(lane)}/opt_steps.npy"
+    if rel not in files.table:
+        return {}
+    arr, path = files.npy(rel, OPTIONAL_LANE_ARRAYS["opt_steps"])
+    if arr.shape != (starts,):
+        raise SessionError(f"{path}: shape {arr.shape}, the lane's {starts} starts need ({starts},)")
+    if not np.isfinite(arr).all() or (arr != np.round(arr)).any() or arr.min() < 0 or arr.max() > steps:
+        raise SessionError(f"{path}: optimizer steps must be whole numbers within [0, {steps}]")
+    if float(arr[0]) != opt_step:
+        raise SessionError(f"{path}: the first start's step {float(arr[0]):g} is not the lane's opt_step {opt_step:g}")
+    return {"opt_steps": arr}
 
 
 def _load_probes(files: _Files, lane: str, steps: int) -> dict[str, np.ndarray]:
