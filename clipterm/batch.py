@@ -278,12 +278,13 @@ def write_summary(outdir: Path, results: list[LaneResult], judge: Judge | None) 
 
 def run_batch(args: argparse.Namespace, log: Callable[[str], None] = err) -> int:
     """The `run --prompts-file` command: every prompt to --steps, then the summary table."""
-    from clipterm.launch import Progress
+    from clipterm.launch import Progress, check_pretrained_flag
 
     if args.prompt is not None:
         raise ClipTermError("--prompt and --prompts-file are exclusive: put the prompt in the file")
     if args.retarget:
         raise ClipTermError("--retarget is not supported with --prompts-file; retarget sessions one by one")
+    check_pretrained_flag(args)  # a batch never reads --pretrained without --model
     prompts = read_prompts(args.prompts_file)
     outdir = Path(args.out)
     if outdir.exists() and (not outdir.is_dir() or sess.is_session(outdir)):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from clipterm.errors import ClipTermError, SessionError, err
-from clipterm.modelnames import is_shapes_model
+from clipterm.modelnames import BUNDLED, is_shapes_model
 from clipterm.text import printable
 
 if TYPE_CHECKING:
@@ -262,6 +262,7 @@ def _recipe_from_flags(args: argparse.Namespace, path: Path, init: InitImage | N
         raise ClipTermError("--prompt is required for a new session (or a --unit: an objective of units alone)")
     if args.prompt is not None:
         parse_prompt(args.prompt)
+    check_pretrained_flag(args)
     shapes = lane_specs_from_args(args)  # every flag is checked here
     model = _model_as_asked(args.model)
     lanes, world_lanes = shapes, {}
@@ -283,6 +284,17 @@ def _recipe_from_flags(args: argparse.Namespace, path: Path, init: InitImage | N
         eval_every=50 if args.eval_every is None else args.eval_every,
         frame_every=args.frame_every or 10,
     )
+
+
+def check_pretrained_flag(args: argparse.Namespace) -> None:
+    """`--pretrained` for a new session names weights of an open_clip `--model`: without one (the
+    default model) or with a bundled shapes model it would be ignored, so it is refused instead."""
+    if not getattr(args, "pretrained", None):
+        return
+    if not args.model:
+        raise ClipTermError("--pretrained needs --model for a new session (e.g. --model ViT-B-32 --pretrained openai)")
+    if args.model in BUNDLED:
+        raise ClipTermError(f"--pretrained: the bundled {args.model} comes with its own weights; drop --pretrained")
 
 
 def _lanes_following_the_model(args: argparse.Namespace) -> list[str]:

@@ -107,6 +107,15 @@ BAD_ARGS = [
         ["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--model", "ViT-B-32", "--pretrained", "bogus"],
         "unknown pretrained tag",
     ),
+    (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--pretrained", "openai"], "--pretrained needs --model"),
+    (
+        ["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--model", "shapes-a", "--pretrained", "openai"],
+        "comes with its own weights",
+    ),
+    (
+        ["run", "{out}", "--prompts-file", "{out}", "--steps", "5", "--pretrained", "openai"],
+        "--pretrained needs --model",
+    ),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--bogus-flag"], "unrecognized"),
     (["run", "{out}", "--prompt", PROMPT, "--steps", "5", "--autosave-seconds", "-1"], "autosave"),
     (["info", "{out}"], "not"),
