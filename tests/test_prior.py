@@ -212,3 +212,15 @@ def test_ground_start_begins_near_black_or_white_by_the_seed_and_keeps_the_rest_
         assert float(plain.image().detach()[0, 0, 0, 0]) == pytest.approx(0.5)
     assert all(g == pytest.approx(0.1, abs=1e-4) or g == pytest.approx(0.9, abs=1e-4) for g in greys)
     assert 0 < sum(g < 0.5 for g in greys) < len(greys)  # both grounds occur among the seeds
+
+
+def test_train_prior_offers_every_bundled_prior_world(capsys):
+    """`clipterm train-prior --figures` lists its worlds without importing the prior module (numpy
+    at --help time); this keeps the two lists the same."""
+    from clipterm.cli import main
+    from clipterm.prior import PRIORS
+
+    with pytest.raises(SystemExit):
+        main(["train-prior", "--help"])
+    out = capsys.readouterr().out
+    assert "{" + ",".join(PRIORS) + "}" in out.replace(" ", "").replace("\n", "")
