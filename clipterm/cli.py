@@ -71,9 +71,15 @@ def _default_lanes_text() -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _defaults() -> dict[str, tuple[str, str]]:
+    """Each default lane's preset on a shapes model and on any other (lane C's differ)."""
+    shapes, other = default_lanes(True), default_lanes(False)
+    return {lane: (shapes[lane], other[lane]) for lane in DEFAULT_LANES}
+
+
 def _default_of(lane: str) -> str:
     """A default lane's preset for help texts: lane C's depends on the model's world."""
-    shapes, other = default_lanes(True)[lane], default_lanes(False)[lane]
+    shapes, other = _defaults()[lane]
     return shapes if shapes == other else f"{shapes} on a shapes model, {other} on any other"
 
 
@@ -587,8 +593,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
         err(f"warning: {w}")
     table = presets.available()
     roles: dict[str, list[str]] = {}
-    for lane in DEFAULT_LANES:
-        on_shapes, on_other = default_lanes(True)[lane], default_lanes(False)[lane]
+    for lane, (on_shapes, on_other) in _defaults().items():
         if on_shapes == on_other:
             roles.setdefault(on_shapes, []).append(f"lane {lane.upper()}")
         else:

@@ -264,11 +264,11 @@ def _recipe_from_flags(args: argparse.Namespace, path: Path, init: InitImage | N
         parse_prompt(args.prompt)
     check_pretrained_flag(args)
     shapes = lane_specs_from_args(args)  # every flag is checked here
+    other = lane_specs_from_args(args, shapes_world=False)
+    follow = [n for n in shapes if shapes[n].preset != other[n].preset]  # a default lane c, not chosen
     model = _model_as_asked(args.model)
     lanes, world_lanes = shapes, {}
-    follow = _lanes_following_the_model(args)
     if follow:
-        other = lane_specs_from_args(args, shapes_world=False)
         world_lanes = {"shapes": {n: shapes[n] for n in follow}, "other": {n: other[n] for n in follow}}
         if model and not is_shapes_model(model):  # the name tells already; the default model waits to load
             lanes = other
@@ -295,15 +295,6 @@ def check_pretrained_flag(args: argparse.Namespace) -> None:
         raise ClipTermError("--pretrained needs --model for a new session (e.g. --model ViT-B-32 --pretrained openai)")
     if args.model in BUNDLED:
         raise ClipTermError(f"--pretrained: the bundled {args.model} comes with its own weights; drop --pretrained")
-
-
-def _lanes_following_the_model(args: argparse.Namespace) -> list[str]:
-    """The default lanes a new session runs whose preset depends on the model's world and that no
-    --mode-X or --lane replaces (lane c unless it is chosen)."""
-    letters = "" if args.lanes == "none" else (args.lanes or "".join(DEFAULT_LANES))
-    replaced = {parse_lane_arg(text)[0] for text in getattr(args, "lane", None) or []}
-    differ = [n for n in DEFAULT_LANES if default_lanes(True)[n] != default_lanes(False)[n]]
-    return [n for n in differ if n in letters and not getattr(args, f"mode_{n}", None) and n not in replaced]
 
 
 def _check_recipe_flags(found: Recipe, args: argparse.Namespace, path: Path) -> None:
